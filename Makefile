@@ -1,0 +1,32 @@
+# slotline: two commands on a fresh machine (`make demo`, `make test`).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: bootstrap demo test lint bench clean
+
+bootstrap: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo: bootstrap
+	$(PY) -m lib.demo
+
+test: bootstrap
+	$(PY) -m pytest
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: bootstrap
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .slotline .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,130 @@
+"""One error hierarchy: every domain failure carries a stable code and an HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SlotlineError(Exception):
+    """Base of every slotline error.
+
+    `code` is stable (clients switch on it), `status` is the HTTP status the
+    producer/worker answers with, `params` fill the localized message and
+    `headers` go onto the response (e.g. `Retry-After`).
+    """
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, detail: str = "", **params: Any) -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail
+        self.params: dict[str, Any] = params
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class _RetryAfter(SlotlineError):
+    """An error whose response tells the client when to come back."""
+
+    def __init__(self, detail: str = "", *, retry_after: int, **params: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **params)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class RateLimited(_RetryAfter):
+    code = "rate_limited"
+    status = 429
+
+
+class QueueFull(_RetryAfter):
+    code = "queue_full"
+    status = 429
+
+
+class SlotBusy(_RetryAfter):
+    """The worker may not start yet (no free slot, or not the head of the queue)."""
+
+    code = "slot_busy"
+    status = 429
+
+
+class TaskAlreadyRunning(SlotlineError):
+    code = "task_already_running"
+    status = 409
+
+
+class TaskNotCancellable(SlotlineError):
+    code = "task_not_cancellable"
+    status = 409
+
+
+class NotFound(SlotlineError):
+    code = "not_found"
+    status = 404
+
+
+class Unauthorized(SlotlineError):
+    code = "unauthorized"
+    status = 401
+
+
+class InvalidSignature(Unauthorized):
+    code = "invalid_signature"
+
+
+class InvalidRequest(SlotlineError):
+    code = "invalid_request"
+    status = 422
+
+
+class UnknownTemplate(InvalidRequest):
+    code = "unknown_template"
+
+
+class MissingVariables(InvalidRequest):
+    code = "missing_variables"
+
+
+class BadImage(SlotlineError):
+    code = "bad_image"
+    status = 415
+
+
+class ImageTooLarge(SlotlineError):
+    code = "image_too_large"
+    status = 413
+
+
+class PublishFailed(SlotlineError):
+    code = "publish_failed"
+    status = 503
+
+
+class ServiceUnavailable(SlotlineError):
+    code = "service_unavailable"
+    status = 503
+
+
+class LLMError(SlotlineError):
+    """A provider call failed (after retries)."""
+
+    code = "llm_error"
+    status = 502
+
+
+class OutputInvalid(LLMError):
+    """The model's output did not validate against the task's schema."""
+
+    code = "output_invalid"
+
+
+class ConfigError(SlotlineError):
+    code = "config_error"
+    status = 500

@@ -1,0 +1,73 @@
+"""Every Redis key name slotline uses, built in one place.
+
+Scripts never build key names: callers pass each key through KEYS.
+"""
+
+from __future__ import annotations
+
+PREFIX = ""  # all keys live at the top level; a deployment shares one Redis per app
+
+
+def model_pool(model: str, tier: str) -> str:
+    """ZSET of slot leases (member = lease id, score = expiry ms) for one model and tier."""
+    return f"lock:model:{model}:{tier}"
+
+
+def user_lock(user: str, task_kind: str) -> str:
+    """Per-user, per-task-kind lock (value = task id)."""
+    return f"lock:user:{user}:{task_kind}"
+
+
+def queue_pending(queue_id: str) -> str:
+    """Backpressure counter: tasks admitted to the queue and not yet finished."""
+    return f"queue:{queue_id}:pending"
+
+
+def queue_waiting(queue_id: str) -> str:
+    """ZSET of admitted, not yet started tasks (score = priority band + enqueue time)."""
+    return f"queue:{queue_id}:waiting"
+
+
+def queue_waits(queue_id: str) -> str:
+    """Capped list of recent queue wait times in ms (for monitoring)."""
+    return f"queue:{queue_id}:waits"
+
+
+def rate(user: str, route: str) -> str:
+    """Sliding-window rate limit ZSET for one user and route."""
+    return f"rate:{user}:{route}"
+
+
+def task(task_id: str) -> str:
+    """Hash of a task's live state."""
+    return f"task:{task_id}"
+
+
+def events(user: str, service: str, task_id: str) -> str:
+    """The task's event stream."""
+    return f"cs:events:{user}:{service}:{task_id}"
+
+
+def idem(digest: str) -> str:
+    """Idempotency key (value = task id)."""
+    return f"idem:{digest}"
+
+
+def quota(user: str) -> str:
+    """The user's balance (integer cost units)."""
+    return f"quota:{user}"
+
+
+def usage_stream() -> str:
+    """Stream of LLM usage rows waiting to be flushed to Postgres."""
+    return "usage:pending"
+
+
+def usage_drain_lock() -> str:
+    """Lock so only one drain flushes the usage stream at a time."""
+    return "usage:drain:lock"
+
+
+def qstash_namespace() -> str:
+    """Prefix for every key of the local QStash-compatible server."""
+    return "lqs:"

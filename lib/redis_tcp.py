@@ -1,0 +1,61 @@
+"""TCP adapter: redis-py asyncio, RESP2 and decoded strings so replies match REST."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError as _RedisNoScript
+from redis.exceptions import ResponseError
+
+from lib.redisport import Arg, NoScriptError, RedisReplyError, StreamEntry, parse_xread
+
+
+class TcpRedis:
+    """`RedisPort` over a redis-py connection pool."""
+
+    kind: Literal["tcp", "rest"] = "tcp"
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+
+    @classmethod
+    def from_url(cls, url: str, *, max_connections: int = 64) -> TcpRedis:
+        """Build the adapter (the pool connects lazily)."""
+        client = aioredis.Redis.from_url(
+            url, protocol=2, decode_responses=True, max_connections=max_connections
+        )
+        return cls(client)
+
+    async def execute(self, *args: Arg) -> Any:
+        try:
+            return await self._client.execute_command(*args)
+        except _RedisNoScript as exc:
+            raise NoScriptError(str(exc)) from exc
+        except ResponseError as exc:
+            raise RedisReplyError(str(exc)) from exc
+
+    async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        try:
+            return list(await pipe.execute(raise_on_error=True))
+        except ResponseError as exc:
+            raise RedisReplyError(str(exc)) from exc
+
+    async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+    async def xread(
+        self, key: str, after_id: str, *, count: int, block_ms: int | None
+    ) -> list[StreamEntry]:
+        command: list[Arg] = ["XREAD", "COUNT", count]
+        if block_ms is not None:
+            command += ["BLOCK", block_ms]
+        command += ["STREAMS", key, after_id]
+        return parse_xread(await self.execute(*command))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,126 @@
+"""One settings object, read once from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Upstash's own local-development credentials (public, documented defaults).
+DEV_QSTASH_TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
+DEV_CURRENT_SIGNING_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
+DEV_NEXT_SIGNING_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
+
+RedisMode = Literal["tcp", "rest", "embedded"]
+
+
+DEFAULT_PRICES: dict[str, dict[str, float | str]] = {
+    # Per million tokens. DeepSeek and Zhipu public list prices, CNY.
+    "deepseek-chat": {"input": 2.0, "output": 8.0, "currency": "CNY"},
+    "deepseek-reasoner": {"input": 4.0, "output": 16.0, "currency": "CNY"},
+    "glm-4.5": {"input": 2.0, "output": 8.0, "currency": "CNY"},
+    "glm-4.5-flash": {"input": 0.0, "output": 0.0, "currency": "CNY"},
+    "glm-4.1v-thinking-flash": {"input": 0.0, "output": 0.0, "currency": "CNY"},
+}
+
+
+class Settings(BaseSettings):
+    """Every setting slotline reads; names are the environment variables."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # Redis: TCP wins over REST; neither means an embedded Valkey (local stack).
+    redis_url: str | None = None
+    upstash_redis_rest_url: str | None = None
+    upstash_redis_rest_token: SecretStr | None = None
+
+    # Push queue.
+    qstash_url: str | None = None
+    qstash_token: SecretStr | None = None
+    qstash_current_signing_key: SecretStr | None = None
+    qstash_next_signing_key: SecretStr | None = None
+    # Local QStash server: retry delays are multiplied by this (tests use ~0.001).
+    qstash_time_scale: float = 1.0
+
+    # The public base URL QStash delivers to (and signs as the JWT `sub`).
+    app_base_url: str | None = None
+    app_secret: SecretStr | None = None
+
+    # Database.
+    database_url: SecretStr | None = None
+
+    # LLM providers.
+    deepseek_api_key: SecretStr | None = None
+    deepseek_base_url: str = "https://api.deepseek.com/v1"
+    zhipuai_api_key: SecretStr | None = None
+    zhipuai_base_url: str = "https://open.bigmodel.cn/api/paas/v4"
+    # Any OpenAI-compatible server (self-hosted); when set it serves every model.
+    openai_compat_base_url: str | None = None
+    openai_compat_api_key: SecretStr | None = None
+    llm_timeout_s: float = 60.0
+    prices: dict[str, dict[str, float | str]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+    # Offline model server (used when no provider key is set).
+    offline_model_url: str | None = None
+    offline_ttft_ms: float = 0.0
+    offline_tokens_per_s: float = 0.0  # 0 = as fast as possible
+
+    # Slot pools (model-level concurrency).
+    deepseek_max_workers: int = 5
+    glm_max_workers: int = 3
+    glm_flash_max_workers: int = 2
+    glm_vision_max_workers: int = 5
+
+    # Backpressure: most tasks waiting or running per queue.
+    queue_max_pending: int = 100
+    queue_retry_after_s: int = 5
+
+    # Rate limits (per user, per window).
+    rate_window_s: int = 300
+    rate_trial_limit: int = 3
+    rate_user_limit: int = 15
+
+    # Quota: cost units debited per paid task; new signed-in users start at 0.
+    paid_task_cost: int = 1
+    trial_balance: int = 0
+
+    # Worker.
+    lease_ms: int = 30_000
+    start_retry_after_s: int = 2
+    worker_time_limit_s: float = 280.0
+    token_flush_ms: int = 50
+    token_flush_max: int = 64
+
+    # Events.
+    sse_max_seconds: float = 25.0
+    sse_heartbeat_s: float = 10.0
+    sse_retry_ms: int = 1000
+    longpoll_max_wait_s: float = 20.0
+    events_ttl_s: int = 86_400
+    task_ttl_s: int = 7 * 86_400
+    idem_ttl_s: int = 600
+
+    # Local stack.
+    state_dir: Path = Path(".slotline")
+
+    def redis_mode(self) -> RedisMode:
+        """Which Redis adapter the settings select."""
+        if self.redis_url:
+            return "tcp"
+        if self.upstash_redis_rest_url:
+            return "rest"
+        return "embedded"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
+
+
+def secret(value: SecretStr | None) -> str | None:
+    """The plain value of an optional secret."""
+    return value.get_secret_value() if value is not None else None

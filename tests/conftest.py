@@ -1,0 +1,49 @@
+"""Session-wide real servers (Valkey, Postgres) and per-test clean state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from lib.local.embedded import EmbeddedPostgres, EmbeddedValkey
+from lib.redis_tcp import TcpRedis
+from lib.redisport import RedisPort
+
+
+@pytest.fixture(scope="session")
+def valkey_url() -> Iterator[str]:
+    """One embedded Valkey for the whole session."""
+    server = EmbeddedValkey()
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One embedded Postgres for the whole session."""
+    server = EmbeddedPostgres()
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+async def tcp_redis(valkey_url: str) -> AsyncIterator[TcpRedis]:
+    """A TCP adapter on a flushed database."""
+    redis = TcpRedis.from_url(valkey_url)
+    await redis.execute("FLUSHALL")
+    await redis.execute("SCRIPT", "FLUSH")
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture(params=["tcp"])
+async def redis(request: pytest.FixtureRequest, valkey_url: str) -> AsyncIterator[RedisPort]:
+    """The same test body against every Redis adapter, on a flushed database."""
+    port: RedisPort = TcpRedis.from_url(valkey_url)
+    await port.execute("FLUSHALL")
+    await port.execute("SCRIPT", "FLUSH")
+    yield port
+    await port.aclose()

@@ -88,7 +88,7 @@ def normalize_lang(value: str | None) -> Lang | None:
     if not value:
         return None
     head = value.strip().lower().replace("_", "-").split("-")[0]
-    return head if head in LANGS else None  # type: ignore[return-value]
+    return head if head in LANGS else None
 
 
 def from_accept_language(header: str | None) -> Lang | None:

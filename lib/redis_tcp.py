@@ -30,7 +30,7 @@ class TcpRedis:
 
     async def execute(self, *args: Arg) -> Any:
         try:
-            return await self._client.execute_command(*args)
+            return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
         except _RedisNoScript as exc:
             raise NoScriptError(str(exc)) from exc
         except ResponseError as exc:

@@ -15,7 +15,11 @@ Modality = Literal["text", "vision"]
 Mode = Literal["stream", "batch"]
 Provider = Literal["deepseek", "zhipu"]
 QueueId = Literal[
-    "q_deepseek_chat", "q_deepseek_reasoner", "q_glm_flash", "q_glm_vision_paid", "q_glm_vision_free"
+    "q_deepseek_chat",
+    "q_deepseek_reasoner",
+    "q_glm_flash",
+    "q_glm_vision_paid",
+    "q_glm_vision_free",
 ]
 ModelId = Literal[
     "deepseek-chat", "deepseek-reasoner", "glm-4.5", "glm-4.5-flash", "glm-4.1v-thinking-flash"

@@ -13,14 +13,23 @@ from lib.settings import Settings
     [
         ("resume_summary", "paid", False, "deepseek-chat", "q_deepseek_chat", "batch"),
         ("resume_summary", "free", False, "glm-4.5-flash", "q_glm_flash", "batch"),
-        ("detailed_resume_summary", "paid", False, "deepseek-reasoner", "q_deepseek_reasoner", "batch"),
+        (
+            "detailed_resume_summary",
+            "paid",
+            False,
+            "deepseek-reasoner",
+            "q_deepseek_reasoner",
+            "batch",
+        ),
         ("job_match", "paid", False, "deepseek-chat", "q_deepseek_chat", "stream"),
         ("interview_prep", "free", False, "glm-4.5-flash", "q_glm_flash", "stream"),
         ("job_summary", "paid", True, "glm-4.1v-thinking-flash", "q_glm_vision_paid", "batch"),
         ("job_summary", "free", True, "glm-4.1v-thinking-flash", "q_glm_vision_free", "batch"),
     ],
 )
-def test_route_table(template: str, tier: str, image: bool, model: str, queue: str, mode: str) -> None:
+def test_route_table(
+    template: str, tier: str, image: bool, model: str, queue: str, mode: str
+) -> None:
     """Each template and tier lands on the model, queue and mode of the design."""
     r = route(template, tier, image)  # type: ignore[arg-type]
     assert (r.model_id, r.queue_id, r.mode) == (model, queue, mode)

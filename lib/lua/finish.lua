@@ -1,0 +1,56 @@
+-- finish: end an attempt (worker `finally`, and the failure callback). Idempotent.
+-- Releases the lease, the backpressure count and the user lock; writes the terminal state
+-- and the last events; refunds the quota on failure; queues usage rows for Postgres.
+--
+-- KEYS[1] task hash   KEYS[2] slot pool of the lease (any pool key when no lease)
+-- KEYS[3] queue pending counter   KEYS[4] queue waiting ZSET   KEYS[5] per-user lock
+-- KEYS[6] quota   KEYS[7] event stream   KEYS[8] usage stream
+--
+-- ARGV[1] lease id ('' = no lease: failure callback / never started)
+-- ARGV[2] status: "done" | "failed"   ARGV[3] now (ms)   ARGV[4] task id
+-- ARGV[5] result JSON ('' = none)     ARGV[6] error code   ARGV[7] error message
+-- ARGV[8] done-event JSON (usage, cost, latency; '' = none)
+-- ARGV[9] usage rows JSON array ('' = none)   ARGV[10] events ttl (s)   ARGV[11] task ttl (s)
+--
+-- Returns 1 when this call finished the task, 0 when it was already terminal or missing,
+-- -1 when a newer attempt owns the task (only this attempt's lease is released).
+
+local lease_id = ARGV[1]
+local status = ARGV[2]
+local task_id = ARGV[4]
+local t = redis.call('HMGET', KEYS[1], 'status', 'lease', 'cost')
+
+if ARGV[9] ~= '' then
+  redis.call('XADD', KEYS[8], '*', 'rows', ARGV[9])
+end
+if lease_id ~= '' then redis.call('ZREM', KEYS[2], lease_id) end
+if not t[1] or (t[1] ~= 'queued' and t[1] ~= 'running') then return 0 end
+if lease_id ~= '' and t[2] ~= lease_id then return -1 end
+
+redis.call('ZREM', KEYS[4], task_id) -- a task failed before it ever started
+if tonumber(redis.call('DECR', KEYS[3])) <= 0 then redis.call('DEL', KEYS[3]) end
+if redis.call('GET', KEYS[5]) == task_id then redis.call('DEL', KEYS[5]) end
+local cost = tonumber(t[3] or '0')
+local refunded = 0
+if status ~= 'done' and cost > 0 then
+  redis.call('INCRBY', KEYS[6], cost)
+  refunded = cost
+end
+
+redis.call('HSET', KEYS[1], 'status', status, 'finished_ms', ARGV[3], 'refunded', refunded)
+redis.call('HDEL', KEYS[1], 'lease')
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'result', ARGV[5])
+  redis.call('XADD', KEYS[7], '*', 'type', 'result', 'data', ARGV[5])
+end
+if status == 'done' then
+  if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'usage', ARGV[8]) end
+  redis.call('XADD', KEYS[7], '*', 'type', 'done', 'data', ARGV[8] ~= '' and ARGV[8] or '{}')
+else
+  redis.call('HSET', KEYS[1], 'error', ARGV[6], 'error_message', ARGV[7])
+  redis.call('XADD', KEYS[7], '*', 'type', 'error',
+    'data', cjson.encode({code = ARGV[6], message = ARGV[7]}))
+end
+redis.call('EXPIRE', KEYS[7], tonumber(ARGV[10]))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[11]))
+return 1

@@ -66,6 +66,14 @@ MESSAGES: dict[str, dict[Lang, str]] = {
         "zh": "模型的回答格式不符合要求，费用已退还。",
     },
     "cancelled": {"en": "The task was cancelled.", "zh": "任务已取消。"},
+    "timeout": {
+        "en": "The task took too long and was stopped. Any charge has been refunded.",
+        "zh": "任务超时已停止，费用已退还。",
+    },
+    "delivery_failed": {
+        "en": "The task could not be delivered to a worker. Any charge has been refunded.",
+        "zh": "任务未能送达处理节点，费用已退还。",
+    },
     "config_error": {"en": "Server configuration error.", "zh": "服务器配置错误。"},
     "internal_error": {"en": "Internal error.", "zh": "内部错误。"},
 }

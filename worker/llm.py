@@ -1,0 +1,97 @@
+"""The worker's runner: render the task's prompt and call the LLM layer on the leased model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lib.llm.attempt import CallContext, RetryPolicy
+from lib.llm.prompts import render
+from lib.llm.providers import ChatModels, ModelEndpoint, resolve_endpoints
+from lib.llm.schemas import OUTPUT_MODELS
+from lib.llm.streaming import run_stream
+from lib.llm.structured import run_structured
+from lib.llm.variables import validate_variables
+from lib.messages import TaskMessage
+from lib.redisport import RedisPort
+from lib.routing import ModelId
+from lib.settings import Settings
+from lib.usage import UsageRecord
+from worker.delivery import Delta, Record, Restart, RunOutput
+
+
+def model_label(endpoint: ModelEndpoint | None, fallback: str) -> str:
+    """The model name shown to users; the offline baseline says what it is."""
+    if endpoint is None:
+        return fallback
+    if endpoint.provider == "offline":
+        return f"{endpoint.model_name} (offline keyword baseline)"
+    return endpoint.model_name
+
+
+class LLMRunner:
+    """Runs tasks through LangChain; one `ChatModels` cache per worker process."""
+
+    def __init__(
+        self, settings: Settings, redis: RedisPort, *, http_async_client: Any | None = None
+    ) -> None:
+        self.settings = settings
+        self.policy = RetryPolicy.from_settings(settings)
+        self.models = ChatModels(timeout=self.policy.timeout_s, http_async_client=http_async_client)
+
+    async def run(
+        self,
+        msg: TaskMessage,
+        model: ModelId,
+        *,
+        on_delta: Delta,
+        on_restart: Restart,
+        record: Record,
+    ) -> RunOutput:
+        """Run `msg` on the leased `model`, then the route's later fallbacks if it fails.
+
+        Raises:
+            OutputInvalid: a streamed answer did not validate.
+            LLMError: every model failed (streaming tasks).
+            ConfigError: nothing can serve the model.
+        """
+        variables = validate_variables(msg.template, msg.variables)
+        messages = render(msg.template, msg.lang, variables)
+        schema = OUTPUT_MODELS[msg.template]
+        models = msg.models[msg.models.index(model) :] if model in msg.models else (model,)
+        endpoints = resolve_endpoints(models, self.settings)
+        ctx = CallContext(user_id=msg.user_id, service_id=msg.service_id, template=msg.template)
+
+        def sink(usage: UsageRecord) -> None:
+            record(usage.model_dump(mode="json"))
+
+        if msg.mode == "stream":
+            streamed = await run_stream(
+                messages,
+                schema,
+                endpoints,
+                ctx=ctx,
+                on_delta=on_delta,
+                on_restart=on_restart,
+                record=sink,
+                policy=self.policy,
+                models=self.models,
+                prices=self.settings.prices,
+            )
+            return RunOutput(
+                streamed.value.model_dump(mode="json"), model_label(streamed.endpoint, model)
+            )
+        answer = await run_structured(
+            messages,
+            schema,
+            endpoints,
+            ctx=ctx,
+            record=sink,
+            policy=self.policy,
+            models=self.models,
+            prices=self.settings.prices,
+        )
+        return RunOutput(
+            answer.value.model_dump(mode="json"),
+            model_label(answer.endpoint, model),
+            degraded=answer.degraded,
+        )

@@ -1,0 +1,336 @@
+"""The worker endpoint: signature checks, start guard, streaming into events, finish in finally."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from lib import keys
+from lib.errors import LLMError
+from lib.local.qstash.signing import sign
+from lib.messages import TaskMessage
+from lib.qstash_verify import Verifier
+from lib.redisport import RedisPort, pairs_to_dict
+from lib.routing import ModelId, route
+from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, Settings
+from lib.tasks import Admission, TaskStore
+from worker.app import create_app
+from worker.delivery import Delta, Record, Restart, RunOutput
+
+BASE = "http://worker.test"
+
+
+class ScriptedRunner:
+    """A runner standing in for the LLM layer: emits scripted deltas, then answers or fails."""
+
+    def __init__(
+        self, deltas: list[str], *, delay: float = 0.0, fail: Exception | None = None
+    ) -> None:
+        self.deltas = deltas
+        self.delay = delay
+        self.fail = fail
+        self.calls: list[tuple[str, str]] = []
+
+    async def run(
+        self,
+        msg: TaskMessage,
+        model: ModelId,
+        *,
+        on_delta: Delta,
+        on_restart: Restart,
+        record: Record,
+    ) -> RunOutput:
+        self.calls.append((msg.task_id, model))
+        for delta in self.deltas:
+            await asyncio.sleep(self.delay)
+            await on_delta(delta)
+        ok = self.fail is None
+        record({"success": ok, "input_tokens": 10, "output_tokens": 5, "total_tokens": 15})
+        if self.fail is not None:
+            raise self.fail
+        return RunOutput({"text": "".join(self.deltas)}, model)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "app_base_url": BASE,
+        "qstash_current_signing_key": DEV_CURRENT_SIGNING_KEY,
+        "qstash_next_signing_key": DEV_NEXT_SIGNING_KEY,
+        "token_flush_ms": 50,
+        "token_flush_max": 10_000,
+        "paid_task_cost": 1,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def admit(redis: RedisPort, settings: Settings, user: str = "u1") -> TaskMessage:
+    """Admit a free job_match task and return the message QStash would deliver."""
+    task_id = uuid.uuid4().hex
+    a = Admission(
+        task_id=task_id,
+        user_id=user,
+        user_kind="user",
+        service_id="svc",
+        template="job_match",
+        lang="zh",
+        priority=0,
+        idem_digest=uuid.uuid4().hex,
+        paid=route("job_match", "paid"),
+        free=route("job_match", "free"),
+        now_ms=int(time.time() * 1000),
+    )
+    got = await TaskStore(redis, settings).admit(a)
+    r = got.route
+    return TaskMessage(
+        task_id=task_id,
+        user_id=user,
+        service_id="svc",
+        template="job_match",
+        lang="zh",
+        variables={},
+        tier=r.tier,
+        modality=r.modality,
+        mode=r.mode,
+        queue_id=r.queue_id,
+        models=r.models,
+    )
+
+
+def signed(
+    msg: TaskMessage,
+    *,
+    key: str = DEV_CURRENT_SIGNING_KEY,
+    url: str | None = None,
+    now: float | None = None,
+    body: bytes | None = None,
+) -> tuple[str, bytes, dict[str, str]]:
+    raw = msg.model_dump_json().encode()
+    path = f"/api/worker/{msg.tier}/{msg.modality}/{msg.mode}"
+    signature = sign(key, url=url or BASE + path, body=raw, now=now)
+    return (
+        path,
+        body if body is not None else raw,
+        {
+            "Upstash-Signature": signature,
+            "Upstash-Message-Id": "msg_1",
+            "Content-Type": "application/json",
+        },
+    )
+
+
+@pytest.fixture
+async def client_for(redis: RedisPort) -> AsyncIterator[Any]:
+    clients: list[httpx.AsyncClient] = []
+
+    def build(runner: ScriptedRunner, settings: Settings) -> httpx.AsyncClient:
+        verifier = Verifier(DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY)
+        app = create_app(settings, redis=redis, runner=runner, verifier=verifier)
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
+        clients.append(client)
+        return client
+
+    yield build
+    for c in clients:
+        await c.aclose()
+
+
+async def event_types(redis: RedisPort, msg: TaskMessage) -> list[dict[str, str]]:
+    entries = await redis.execute(
+        "XRANGE", keys.events(msg.user_id, msg.service_id, msg.task_id), "-", "+"
+    )
+    return [pairs_to_dict(e[1]) for e in entries]
+
+
+async def held(redis: RedisPort) -> dict[str, Any]:
+    """The counters a task holds while alive: pending, lock, leases."""
+    return {
+        "pending": await redis.execute("GET", keys.queue_pending("q_glm_flash")),
+        "lock": await redis.execute("GET", keys.user_lock("u1", "job_match")),
+        "leases": await redis.execute("ZCARD", keys.model_pool("glm-4.5-flash", "free")),
+    }
+
+
+@pytest.mark.parametrize(
+    "forgery", ["unsigned", "wrong_key", "tampered", "other_url", "expired", "garbage"]
+)
+async def test_forged_deliveries_rejected_and_change_nothing(
+    redis: RedisPort, client_for: Any, forgery: str
+) -> None:
+    """Unsigned, forged, tampered, expired or misaddressed deliveries get 401; nothing moves."""
+    settings = make_settings()
+    runner = ScriptedRunner(["hi"])
+    client = client_for(runner, settings)
+    msg = await admit(redis, settings)
+    before = await held(redis)
+    if forgery == "unsigned":
+        path, body, headers = signed(msg)
+        del headers["Upstash-Signature"]
+    elif forgery == "wrong_key":
+        path, body, headers = signed(msg, key="sig_not_the_right_key_at_all_0000")
+    elif forgery == "tampered":
+        path, body, headers = signed(msg)
+        body = body.replace(b'"lang":"zh"', b'"lang":"en"')
+    elif forgery == "other_url":
+        path, body, headers = signed(msg, url="http://evil.test/api/worker/free/text/stream")
+    elif forgery == "expired":
+        path, body, headers = signed(msg, now=time.time() - 3600)
+    else:
+        path, body, headers = signed(msg)
+        headers["Upstash-Signature"] = "not.a.jwt"
+    response = await client.post(path, content=body, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_signature"
+    assert runner.calls == []
+    assert await held(redis) == before
+    assert [e["type"] for e in await event_types(redis, msg)] == ["queued"]
+
+
+async def test_next_key_and_small_clock_skew_accepted(redis: RedisPort, client_for: Any) -> None:
+    """A signature by the next key, issued a few seconds in the future, is accepted."""
+    settings = make_settings()
+    client = client_for(ScriptedRunner(["ok"]), settings)
+    msg = await admit(redis, settings)
+    path, body, headers = signed(msg, key=DEV_NEXT_SIGNING_KEY, now=time.time() + 3)
+    response = await client.post(path, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "done"
+
+
+async def test_stream_tokens_batched_then_done_and_released(
+    redis: RedisPort, client_for: Any
+) -> None:
+    """Deltas land as a few batched token events; result, done, and every counter released."""
+    settings = make_settings(token_flush_ms=30)
+    deltas = [f"t{i} " for i in range(40)]
+    client = client_for(ScriptedRunner(deltas, delay=0.005), settings)
+    msg = await admit(redis, settings)
+    path, body, headers = signed(msg)
+    response = await client.post(path, content=body, headers=headers)
+    assert response.json()["status"] == "done"
+    events = await event_types(redis, msg)
+    types = [e["type"] for e in events]
+    assert types[:2] == ["queued", "started"] and types[-2:] == ["result", "done"]
+    tokens = [json.loads(e["data"])["text"] for e in events if e["type"] == "token"]
+    assert "".join(tokens) == "".join(deltas)
+    assert 2 <= len(tokens) < len(deltas) // 2  # batched: first at once, then by time
+    done = json.loads(events[-1]["data"])
+    assert done["usage"]["total_tokens"] == 15 and done["attempts"] == 1
+    assert await held(redis) == {"pending": None, "lock": None, "leases": 0}
+    assert await redis.execute("XLEN", keys.usage_stream()) == 1
+
+
+async def test_runner_failure_fails_task_refunds_and_localizes(
+    redis: RedisPort, client_for: Any
+) -> None:
+    """An LLM failure ends in `error` with a zh message, refund, and nothing held."""
+    settings = make_settings()
+    await redis.execute("SET", keys.quota("u1"), 1)
+    client = client_for(ScriptedRunner(["partial"], fail=LLMError("down")), settings)
+    msg = await admit(redis, settings)
+    assert msg.tier == "paid"
+    path, body, headers = signed(msg)
+    response = await client.post(path, content=body, headers=headers)
+    assert response.status_code == 200 and response.json()["status"] == "failed"
+    error = json.loads((await event_types(redis, msg))[-1]["data"])
+    assert error["code"] == "llm_error" and "退还" in error["message"]
+    assert await redis.execute("GET", keys.quota("u1")) == "1"
+    assert await redis.execute("ZCARD", keys.model_pool("deepseek-chat", "paid")) == 0
+
+
+async def test_redelivery_after_done_is_acknowledged_without_running(
+    redis: RedisPort, client_for: Any
+) -> None:
+    """At-least-once: a second delivery of a finished task answers 200 and runs nothing."""
+    settings = make_settings()
+    runner = ScriptedRunner(["a"])
+    client = client_for(runner, settings)
+    msg = await admit(redis, settings)
+    path, body, headers = signed(msg)
+    assert (await client.post(path, content=body, headers=headers)).json()["status"] == "done"
+    again = await client.post(path, content=body, headers=headers)
+    assert again.status_code == 200 and again.json() == {
+        "task_id": msg.task_id,
+        "status": "skipped",
+        "reason": "done",
+    }
+    assert len(runner.calls) == 1
+
+
+async def test_no_free_slot_answers_429_with_retry_after(redis: RedisPort, client_for: Any) -> None:
+    """With the pool full, the delivery is bounced with a short Retry-After; nothing changes."""
+    settings = make_settings(glm_flash_max_workers=1)
+    runner = ScriptedRunner(["x"])
+    client = client_for(runner, settings)
+    await redis.execute(
+        "ZADD", keys.model_pool("glm-4.5-flash", "free"), int(time.time() * 1000) + 60_000, "other"
+    )
+    msg = await admit(redis, settings)
+    path, body, headers = signed(msg)
+    response = await client.post(path, content=body, headers=headers)
+    assert response.status_code == 429 and response.headers["Retry-After"] == "2"
+    assert runner.calls == []
+    assert await redis.execute("ZRANK", keys.queue_waiting("q_glm_flash"), msg.task_id) == 0
+
+
+async def test_wrong_route_or_bad_body_is_non_retryable(redis: RedisPort, client_for: Any) -> None:
+    """A body that is not a task, or a task on another route, gets 489 + NonRetryable."""
+    settings = make_settings()
+    client = client_for(ScriptedRunner([]), settings)
+    msg = await admit(redis, settings)
+    raw = msg.model_dump_json().encode()
+    url = BASE + "/api/worker/paid/vision/batch"
+    headers = {"Upstash-Signature": sign(DEV_CURRENT_SIGNING_KEY, url=url, body=raw)}
+    response = await client.post("/api/worker/paid/vision/batch", content=raw, headers=headers)
+    assert response.status_code == 489
+    assert response.headers["Upstash-NonRetryable-Error"] == "true"
+    junk = b'{"hello": 1}'
+    path = "/api/worker/free/text/stream"
+    headers = {"Upstash-Signature": sign(DEV_CURRENT_SIGNING_KEY, url=BASE + path, body=junk)}
+    assert (await client.post(path, content=junk, headers=headers)).status_code == 489
+
+
+async def test_failure_callback_fails_task_and_releases(redis: RedisPort, client_for: Any) -> None:
+    """Exhausted retries (failure callback) fail the task, refund and release everything."""
+    settings = make_settings()
+    await redis.execute("SET", keys.quota("u1"), 1)
+    client = client_for(ScriptedRunner([]), settings)
+    msg = await admit(redis, settings)
+    payload = json.dumps(
+        {"status": 500, "sourceBody": base64.b64encode(msg.model_dump_json().encode()).decode()}
+    ).encode()
+    url = BASE + "/api/worker/failed"
+    headers = {"Upstash-Signature": sign(DEV_CURRENT_SIGNING_KEY, url=url, body=payload)}
+    response = await client.post("/api/worker/failed", content=payload, headers=headers)
+    assert response.json() == {"task_id": msg.task_id, "finished": True}
+    assert await redis.execute("GET", keys.quota("u1")) == "1"
+    assert await redis.execute("ZCARD", keys.queue_waiting("q_deepseek_chat")) == 0
+    assert await redis.execute("HGET", keys.task(msg.task_id), "error") == "delivery_failed"
+
+
+async def test_lost_lease_stops_the_attempt(redis: RedisPort, client_for: Any) -> None:
+    """When another attempt takes over (lease gone), the running attempt stops, changing nothing."""
+    settings = make_settings(lease_ms=300)
+    runner = ScriptedRunner(["slow"] * 50, delay=0.05)
+    client = client_for(runner, settings)
+    msg = await admit(redis, settings)
+    path, body, headers = signed(msg)
+    request = asyncio.create_task(client.post(path, content=body, headers=headers))
+    await asyncio.sleep(0.15)
+    # The lease expired (e.g. a long stall) and a redelivery took the task over.
+    await redis.execute("DEL", keys.model_pool("glm-4.5-flash", "free"))
+    store = TaskStore(redis, settings)
+    takeover = await store.start(msg, message_id="msg_1", now_ms=int(time.time() * 1000))
+    assert takeover.action == "run" and takeover.restarted
+    response = await asyncio.wait_for(request, 5)
+    assert response.json()["status"] == "superseded"
+    assert await redis.execute("HGET", keys.task(msg.task_id), "status") == "running"
+    assert await redis.execute("HGET", keys.task(msg.task_id), "lease") == takeover.lease_id

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from lib.local.embedded import EmbeddedPostgres, EmbeddedValkey
+from lib.local.upstash_rest import LocalRest, start_local_rest
+from lib.redis_rest import RestRedis
 from lib.redis_tcp import TcpRedis
 from lib.redisport import RedisPort
 
@@ -39,10 +41,23 @@ async def tcp_redis(valkey_url: str) -> AsyncIterator[TcpRedis]:
     await redis.aclose()
 
 
-@pytest.fixture(params=["tcp"])
+@pytest.fixture(scope="session")
+def local_rest(valkey_url: str) -> Iterator[LocalRest]:
+    """The local Upstash REST server in front of the session Valkey."""
+    server = start_local_rest(valkey_url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["tcp", "rest"])
 async def redis(request: pytest.FixtureRequest, valkey_url: str) -> AsyncIterator[RedisPort]:
     """The same test body against every Redis adapter, on a flushed database."""
-    port: RedisPort = TcpRedis.from_url(valkey_url)
+    port: RedisPort
+    if request.param == "rest":
+        rest: LocalRest = request.getfixturevalue("local_rest")
+        port = RestRedis(rest.url, rest.token, retries=0)
+    else:
+        port = TcpRedis.from_url(valkey_url)
     await port.execute("FLUSHALL")
     await port.execute("SCRIPT", "FLUSH")
     yield port

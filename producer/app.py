@@ -1,0 +1,120 @@
+"""The producer's ASGI app: `create_app(settings)` wires routes, identity, errors and clients."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from lib.auth import app_secret
+from lib.redisport import RedisPort
+from lib.routing import Route as TaskRoute
+from lib.settings import Settings, get_settings
+from lib.tasks import TaskStore
+from producer import events, info, queues, tasks
+from producer.errors import EXCEPTION_HANDLERS
+from producer.identity import IdentityMiddleware
+from producer.tasks import Publisher
+
+logger = logging.getLogger(__name__)
+
+
+class LazyPublisher:
+    """The QStash publisher, built on first use so `qstash` stays out of cold starts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._inner: Any = None
+
+    def _get(self) -> Any:
+        if self._inner is None:
+            from lib.qstash_publish import Publisher as QStashPublisher
+
+            self._inner = QStashPublisher.from_settings(self._settings)
+        return self._inner
+
+    async def publish_task(
+        self, route: TaskRoute, body: dict[str, Any], *, task_id: str, slot_limit: int
+    ) -> str:
+        result: str = await self._get().publish_task(
+            route, body, task_id=task_id, slot_limit=slot_limit
+        )
+        return result
+
+    async def cancel(self, message_id: str) -> bool:
+        return bool(await self._get().cancel(message_id))
+
+    async def aclose(self) -> None:
+        closer = getattr(self._inner, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    redis: RedisPort | None = None,
+    publisher: Publisher | None = None,
+) -> Starlette:
+    """The producer app.
+
+    Clients passed in belong to the caller (tests, `slotline dev`); missing ones are
+    created in the lifespan and closed with it. Nothing connects at import time.
+
+    Args:
+        settings: defaults to `get_settings()`.
+        redis: a Redis port to use instead of `create_redis(settings)`.
+        publisher: a publisher to use instead of the QStash one.
+
+    Returns:
+        The Starlette app.
+    """
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned_redis: RedisPort | None = None
+        owned_publisher: LazyPublisher | None = None
+        if app.state.redis is None:
+            from lib.redis_factory import create_redis
+
+            owned_redis = create_redis(settings)
+            app.state.redis = owned_redis
+            app.state.store = TaskStore(owned_redis, settings)
+        if app.state.publisher is None:
+            owned_publisher = LazyPublisher(settings)
+            app.state.publisher = owned_publisher
+        try:
+            yield
+        finally:
+            if owned_publisher is not None:
+                await owned_publisher.aclose()
+            if owned_redis is not None:
+                await owned_redis.aclose()
+
+    routes = [
+        Route("/api/tasks", tasks.submit, methods=["POST"]),
+        Route("/api/tasks/{task_id}", tasks.status, methods=["GET"]),
+        Route("/api/tasks/{task_id}", tasks.cancel, methods=["DELETE"]),
+        Route("/api/tasks/{task_id}/events", events.stream, methods=["GET"]),
+        Route("/api/queues", queues.queues, methods=["GET"]),
+        Route("/api/templates", info.templates, methods=["GET"]),
+        Route("/api/usage", info.usage, methods=["GET"]),
+        Route("/healthz", info.healthz, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(IdentityMiddleware, app_secret=app_secret(settings))],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.redis = redis
+    app.state.store = TaskStore(redis, settings) if redis is not None else None
+    app.state.publisher = publisher
+    return app

@@ -1,0 +1,156 @@
+"""The events reader: `GET /api/tasks/{id}/events` as SSE, or as a JSON long-poll."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from lib import events, keys
+from lib.errors import InvalidRequest, NotFound
+from lib.redisport import RedisPort
+from lib.settings import Settings
+from lib.tasks import TERMINAL as TERMINAL_STATUS
+from producer.identity import identity
+
+logger = logging.getLogger(__name__)
+
+BATCH = 200
+# REST has no blocking XREAD: poll, fast while events flow, slower when idle.
+POLL_MIN_S = 0.05
+POLL_MAX_S = 0.5
+
+
+@dataclass(frozen=True)
+class _Stream:
+    key: str
+    finished: bool  # the task had reached a terminal status when the request came in
+
+
+async def _locate(redis: RedisPort, task_id: str, user_id: str) -> _Stream:
+    """The task's stream key, for its owner only (one HMGET)."""
+    user, service, status = await redis.execute(
+        "HMGET", keys.task(task_id), "user", "service", "status"
+    )
+    if user is None or user != user_id:
+        raise NotFound(task_id=task_id)
+    return _Stream(keys.events(user, service or "", task_id), status in TERMINAL_STATUS)
+
+
+def _after(value: str | None) -> str:
+    if value is None or value == "":
+        return events.START
+    if not events.valid_stream_id(value):
+        raise InvalidRequest(f"not a stream id: {value[:40]}")
+    return value
+
+
+class _Reader:
+    """Reads a stream after a moving cursor: blocking on TCP, adaptive polling on REST."""
+
+    def __init__(self, redis: RedisPort, key: str, after: str) -> None:
+        self.redis = redis
+        self.key = key
+        self.after = after
+        self._poll_s = POLL_MIN_S
+
+    async def next(self, wait_s: float) -> list[events.Event]:
+        """Events after the cursor, waiting up to `wait_s` for the first one."""
+        if self.redis.kind == "tcp" and wait_s > 0:
+            block_ms = max(1, int(wait_s * 1000))
+            batch = await events.read(
+                self.redis, self.key, self.after, count=BATCH, block_ms=block_ms
+            )
+        else:
+            deadline = time.monotonic() + max(0.0, wait_s)
+            while True:
+                batch = await events.read(self.redis, self.key, self.after, count=BATCH)
+                left = deadline - time.monotonic()
+                if batch or left <= 0:
+                    break
+                await asyncio.sleep(min(self._poll_s, left))
+                self._poll_s = min(POLL_MAX_S, self._poll_s * 2)
+        if batch:
+            self.after = batch[-1].id
+            self._poll_s = POLL_MIN_S
+        return batch
+
+
+async def _sse(reader: _Reader, finished: bool, settings: Settings) -> AsyncIterator[bytes]:
+    """SSE body: events until the terminal one, heartbeats, and a `retry:` before the limit."""
+    started = time.monotonic()
+    # End early enough that the host's time limit never cuts a message in half.
+    margin = min(0.5, 0.1 * settings.sse_max_seconds)
+    deadline = started + max(0.0, settings.sse_max_seconds - margin)
+    next_beat = started + settings.sse_heartbeat_s
+    yield events.sse_retry(settings.sse_retry_ms)
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        wait = min(deadline, next_beat) - now
+        # A finished task has written everything: read what is left without waiting.
+        batch = await reader.next(0 if finished else wait)
+        for event in batch:
+            yield events.sse_event(event)
+            if event.terminal:
+                return
+        if finished and not batch:
+            return  # resumed after the end (or the stream expired): nothing more will come
+        if time.monotonic() >= next_beat:
+            yield events.sse_heartbeat()
+            next_beat = time.monotonic() + settings.sse_heartbeat_s
+    # Not finished: tell the client to come back (with Last-Event-ID) shortly.
+    yield events.sse_retry(settings.sse_retry_ms)
+
+
+def _wants_json(request: Request) -> bool:
+    q = request.query_params
+    if "after" in q or "wait" in q:
+        return True
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/event-stream" not in accept
+
+
+async def stream(request: Request) -> Response:
+    """`GET /api/tasks/{id}/events`: SSE (resumes after `Last-Event-ID`) or JSON long-poll."""
+    settings: Settings = request.app.state.settings
+    redis: RedisPort = request.app.state.redis
+    user_id = identity(request).user_id
+    task_id = request.path_params["task_id"]
+    if _wants_json(request):
+        return await _long_poll(request, redis, settings, task_id, user_id)
+    after = _after(
+        request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    )
+    located = await _locate(redis, task_id, user_id)
+    reader = _Reader(redis, located.key, after)
+    return StreamingResponse(
+        _sse(reader, located.finished, settings),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _long_poll(
+    request: Request, redis: RedisPort, settings: Settings, task_id: str, user_id: str
+) -> JSONResponse:
+    after = _after(request.query_params.get("after"))
+    try:
+        wait = float(request.query_params.get("wait", "0"))
+    except ValueError:
+        raise InvalidRequest("wait must be a number of seconds") from None
+    wait = min(max(0.0, wait), settings.longpoll_max_wait_s)
+    located = await _locate(redis, task_id, user_id)
+    reader = _Reader(redis, located.key, after)
+    batch = await reader.next(0 if located.finished else wait)
+    done = any(e.terminal for e in batch) or (located.finished and not batch)
+    return JSONResponse(
+        {"events": [e.to_json() for e in batch], "last_id": reader.after, "done": done},
+        headers={"Cache-Control": "no-store"},
+    )

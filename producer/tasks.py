@@ -1,0 +1,208 @@
+"""Task submission, status and cancel: `POST /api/tasks`, `GET|DELETE /api/tasks/{id}`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from lib.auth import Identity
+from lib.errors import InvalidRequest, PublishFailed, SlotlineError
+from lib.llm.variables import has_image, validate_variables
+from lib.messages import TaskMessage
+from lib.routing import Route, route, slot_limit
+from lib.settings import Settings
+from lib.tasks import PRIORITY_MAX, Admission, Admitted, TaskStore
+from producer.errors import request_lang
+from producer.identity import identity
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SERVICE = "default"
+
+
+class Publisher(Protocol):
+    """What the producer needs from the push queue (`lib.qstash_publish.Publisher`)."""
+
+    async def publish_task(
+        self, route: Route, body: dict[str, Any], *, task_id: str, slot_limit: int
+    ) -> str: ...
+
+    async def cancel(self, message_id: str) -> bool: ...
+
+
+class SubmitRequest(BaseModel):
+    """The body of `POST /api/tasks`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template: str = Field(min_length=1, max_length=64)
+    variables: dict[str, Any]
+    lang: str | None = None
+    # Key-safe: it becomes part of the event stream's key name.
+    service_id: str = Field(
+        DEFAULT_SERVICE, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"
+    )
+    priority: int = Field(0, ge=0, le=PRIORITY_MAX)
+
+
+def idem_digest(
+    ident: Identity,
+    req: SubmitRequest,
+    variables: dict[str, Any],
+    lang: str,
+    paid: Route,
+    free: Route,
+) -> str:
+    """Idempotency digest: user + normalized body (sorted-keys JSON) + models + service/step."""
+    normalized = json.dumps(
+        {
+            "user": ident.user_id,
+            "template": req.template,
+            "variables": variables,
+            "lang": lang,
+            "service": req.service_id,
+            "models": [list(paid.models), list(free.models)],
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(normalized.encode()).hexdigest()
+
+
+async def _parse(request: Request) -> SubmitRequest:
+    try:
+        raw = await request.json()
+    except ValueError:
+        raise InvalidRequest("body is not JSON") from None
+    if isinstance(raw, dict) and isinstance(raw.get("lang"), str):
+        # Errors from here on answer in the language the body asks for.
+        request.state.explicit_lang = raw["lang"]
+    try:
+        return SubmitRequest.model_validate(raw)
+    except ValidationError as exc:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise InvalidRequest(detail) from None
+
+
+def _urls(task_id: str) -> dict[str, str]:
+    return {
+        "status_url": f"/api/tasks/{task_id}",
+        "events_url": f"/api/tasks/{task_id}/events",
+    }
+
+
+async def submit(request: Request) -> JSONResponse:
+    """`POST /api/tasks`: validate, admit (1 round trip), publish, remember the message id."""
+    settings: Settings = request.app.state.settings
+    store: TaskStore = request.app.state.store
+    publisher: Publisher = request.app.state.publisher
+    ident = identity(request)
+    req = await _parse(request)
+    lang = request_lang(request)
+    validated = validate_variables(req.template, req.variables)
+    variables = validated.model_dump(mode="json", exclude_none=True)
+    image = has_image(validated)
+    paid = route(req.template, "paid", image)  # type: ignore[arg-type]  # validated above
+    free = route(req.template, "free", image)  # type: ignore[arg-type]
+    admission = Admission(
+        task_id=uuid.uuid4().hex,
+        user_id=ident.user_id,
+        user_kind=ident.kind,
+        service_id=req.service_id,
+        template=req.template,
+        lang=lang,
+        priority=req.priority,
+        idem_digest=idem_digest(ident, req, variables, lang, paid, free),
+        paid=paid,
+        free=free,
+        now_ms=int(time.time() * 1000),
+    )
+    admitted = await store.admit(admission)
+    if not admitted.existing:
+        await _publish(store, publisher, settings, admission, admitted, variables)
+    urls = _urls(admitted.task_id)
+    body: dict[str, Any] = {
+        "task_id": admitted.task_id,
+        "tier": admitted.tier,
+        "queue_id": admitted.route.queue_id,
+        "model_id": admitted.route.model_id,
+        "mode": admitted.route.mode,
+        "position": admitted.position,
+        "existing": admitted.existing,
+        **urls,
+    }
+    return JSONResponse(body, status_code=202, headers={"Location": urls["status_url"]})
+
+
+async def _publish(
+    store: TaskStore,
+    publisher: Publisher,
+    settings: Settings,
+    a: Admission,
+    admitted: Admitted,
+    variables: dict[str, Any],
+) -> None:
+    r = admitted.route
+    message = TaskMessage(
+        task_id=a.task_id,
+        user_id=a.user_id,
+        service_id=a.service_id,
+        template=r.template,
+        lang=a.lang,  # type: ignore[arg-type]  # choose_lang returns a Lang
+        variables=variables,
+        tier=r.tier,
+        modality=r.modality,
+        mode=r.mode,
+        queue_id=r.queue_id,
+        models=r.models,
+    )
+    try:
+        message_id = await publisher.publish_task(
+            r,
+            message.model_dump(mode="json"),
+            task_id=a.task_id,
+            slot_limit=slot_limit(settings, r.model_id),
+        )
+    except Exception as exc:
+        # Whatever went wrong, the admission must not outlive the lost message.
+        if not isinstance(exc, PublishFailed):
+            logger.exception("publish of task %s failed unexpectedly", a.task_id)
+        else:
+            logger.warning("publish of task %s failed: %s", a.task_id, exc.detail)
+        await store.abort(a, admitted)
+        raise PublishFailed(task_id=a.task_id) from exc
+    await store.set_message_id(a.task_id, message_id)
+
+
+async def status(request: Request) -> JSONResponse:
+    """`GET /api/tasks/{id}`: the owner's view of a task (404 for anyone else)."""
+    store: TaskStore = request.app.state.store
+    view = await store.get(request.path_params["task_id"], identity(request).user_id)
+    return JSONResponse({**view.public(), **_urls(view.task_id)})
+
+
+async def cancel(request: Request) -> JSONResponse:
+    """`DELETE /api/tasks/{id}`: cancel a queued task; the queued message is deleted best effort."""
+    store: TaskStore = request.app.state.store
+    publisher: Publisher = request.app.state.publisher
+    task_id = request.path_params["task_id"]
+    view = await store.cancel(task_id, identity(request).user_id, int(time.time() * 1000))
+    if view.message_id:
+        try:
+            await publisher.cancel(view.message_id)
+        except SlotlineError:
+            # The start script skips a cancelled task, so a late delivery is harmless.
+            logger.warning("could not delete message of cancelled task %s", task_id, exc_info=True)
+    return JSONResponse({**view.public(), **_urls(view.task_id)})

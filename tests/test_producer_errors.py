@@ -1,0 +1,81 @@
+"""Error mapping and language choice: `{"error", "message"}` in the caller's language."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lib.errors import QueueFull, TaskAlreadyRunning
+from lib.i18n import choose_lang
+from lib.redisport import RedisPort
+from producer.errors import error_response
+from tests.producer_helpers import (
+    JOB_MATCH,
+    RecordingPublisher,
+    build_app,
+    client_for,
+    make_settings,
+)
+
+
+@pytest.mark.parametrize(
+    ("explicit", "cookie", "accept", "expected"),
+    [
+        (None, None, None, "en"),
+        ("zh", None, None, "zh"),
+        ("zh-CN", "en", "en", "zh"),
+        ("fr", "zh", "en", "zh"),  # unsupported explicit falls through to the cookie
+        (None, "zh_TW", "en-US", "zh"),
+        (None, "de", "fr, zh-CN;q=0.8, en;q=0.5", "zh"),
+        (None, None, "en;q=0.4, zh;q=0.9", "zh"),
+        (None, None, "zh;q=0", "en"),  # q=0 means "not acceptable"
+        (None, None, "fr-FR, de", "en"),
+        ("EN", "zh", "zh", "en"),
+    ],
+)
+def test_choose_lang(
+    explicit: str | None, cookie: str | None, accept: str | None, expected: str
+) -> None:
+    """Explicit lang → cookie → Accept-Language (by q) → en."""
+    assert choose_lang(explicit, cookie, accept) == expected
+
+
+def test_error_response_carries_retry_after() -> None:
+    """Retry-After errors put the seconds in the header, the body and the message."""
+    resp = error_response(QueueFull(retry_after=9), "zh")
+    assert resp.status_code == 429 and resp.headers["retry-after"] == "9"
+    assert bytes(resp.body).decode() == (
+        '{"error":"queue_full","message":"当前队列已满，请在 9 秒后重试。","retry_after":9}'
+    )
+
+
+def test_error_response_hides_internal_params() -> None:
+    """Only client-facing params reach the body (no task ids of other tasks)."""
+    resp = error_response(TaskAlreadyRunning(task_id="secret-other-task"), "en")
+    assert b"secret-other-task" not in resp.body
+
+
+@pytest.fixture
+def app(tmp_path: Path, redis: RedisPort) -> Any:
+    return build_app(make_settings(tmp_path), redis, RecordingPublisher())
+
+
+async def test_query_lang_is_remembered_in_cookie(app: Any) -> None:
+    """`?lang=zh` answers in Chinese and sets the `lang` cookie that later requests use."""
+    async with client_for(app) as client:
+        first = await client.get("/api/tasks/nope?lang=zh")
+        assert "lang=zh" in first.headers.get_list("set-cookie")[-1]
+        second = await client.get("/api/tasks/nope")
+    assert first.json()["message"] == second.json()["message"] == "未找到。"
+
+
+async def test_unknown_route_and_method_are_json(app: Any) -> None:
+    """Routing errors use the same JSON shape (404 not_found, 405 invalid_request)."""
+    async with client_for(app) as client:
+        missing = await client.get("/api/nothing")
+        wrong = await client.put("/api/tasks", json=JOB_MATCH)
+    assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
+    assert (wrong.status_code, wrong.json()["error"]) == (405, "invalid_request")
+    assert "allow" in wrong.headers

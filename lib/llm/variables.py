@@ -1,0 +1,229 @@
+"""The input variables of every template, validated before anything is queued."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from lib.errors import BadImage, ImageTooLarge, MissingVariables, UnknownTemplate
+from lib.routing import TEMPLATES, Template
+
+MAX_IMAGE_BYTES = 4 * 1024 * 1024
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+MAX_RESUME_CHARS = 30_000
+MAX_DETAILED_RESUME_CHARS = 60_000
+MAX_JOB_CHARS = 20_000
+MAX_SUMMARY_CHARS = 20_000
+
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+}
+
+
+def _text(max_chars: int) -> Any:
+    return StringConstraints(strip_whitespace=True, min_length=1, max_length=max_chars)
+
+
+def _json_text(value: Any) -> Any:
+    # A previous task's result may be passed as the object itself.
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+ResumeText = Annotated[str, _text(MAX_RESUME_CHARS)]
+JobText = Annotated[str, _text(MAX_JOB_CHARS)]
+SummaryText = Annotated[
+    Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_SUMMARY_CHARS)] | None,
+    BeforeValidator(_json_text),
+    AfterValidator(lambda value: value or None),
+    Field(description="An earlier summary (text or its JSON result)."),
+]
+
+
+class _Vars(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ResumeSummaryVars(_Vars):
+    """Variables of `resume_summary`."""
+
+    resume_text: ResumeText
+
+
+class DetailedResumeSummaryVars(_Vars):
+    """Variables of `detailed_resume_summary`."""
+
+    detailed_resume_text: Annotated[str, _text(MAX_DETAILED_RESUME_CHARS)]
+
+
+class JobSummaryVars(_Vars):
+    """Variables of `job_summary`: the job as text, as a screenshot (data URL), or both."""
+
+    job_text: JobText | None = None
+    job_image: str | None = Field(
+        default=None,
+        description=f"A data URL of a PNG, JPEG, WebP or GIF, at most {MAX_IMAGE_BYTES} bytes.",
+        json_schema_extra={"format": "data-url"},
+    )
+
+    @field_validator("job_image", mode="after")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_image(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> JobSummaryVars:
+        if self.job_text is None and self.job_image is None:
+            raise PydanticCustomError("missing_one_of", "job_text or job_image is required")
+        return self
+
+
+class JobMatchVars(_Vars):
+    """Variables of `job_match`; earlier summaries sharpen the match when given."""
+
+    resume_text: ResumeText
+    job_text: JobText
+    resume_summary: SummaryText = None
+    job_summary: SummaryText = None
+
+
+class ResumeCustomizeVars(_Vars):
+    """Variables of `resume_customize`."""
+
+    resume_text: ResumeText
+    job_text: JobText
+    job_summary: SummaryText = None
+
+
+class InterviewPrepVars(_Vars):
+    """Variables of `interview_prep`."""
+
+    resume_text: ResumeText
+    job_text: JobText
+    job_summary: SummaryText = None
+
+
+VARIABLE_MODELS: dict[Template, type[BaseModel]] = {
+    "resume_summary": ResumeSummaryVars,
+    "detailed_resume_summary": DetailedResumeSummaryVars,
+    "job_summary": JobSummaryVars,
+    "job_match": JobMatchVars,
+    "resume_customize": ResumeCustomizeVars,
+    "interview_prep": InterviewPrepVars,
+}
+
+
+def check_image(data_url: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+    """Decode and check an image data URL.
+
+    Args:
+        data_url: `data:image/<png|jpeg|webp|gif>;base64,<data>`.
+        max_bytes: the largest decoded size accepted.
+
+    Returns:
+        The decoded image bytes.
+
+    Raises:
+        PydanticCustomError: `bad_image` (wrong type, undecodable, content not of the
+            declared type) or `image_too_large`.
+    """
+    match = _DATA_URL.match(data_url.strip())
+    if match is None or match["mime"].lower() not in IMAGE_TYPES:
+        raise PydanticCustomError("bad_image", "not a PNG, JPEG, WebP or GIF data URL")
+    encoded = re.sub(r"\s+", "", match["data"])
+    # Refuse before decoding anything huge.
+    if len(encoded) * 3 // 4 > max_bytes + 2:
+        raise PydanticCustomError("image_too_large", "image too large", {"max_bytes": max_bytes})
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise PydanticCustomError("bad_image", "undecodable base64") from None
+    if len(raw) > max_bytes:
+        raise PydanticCustomError("image_too_large", "image too large", {"max_bytes": max_bytes})
+    if not _has_magic(match["mime"].lower(), raw):
+        raise PydanticCustomError("bad_image", "content is not the declared image type")
+    return raw
+
+
+def _has_magic(mime: str, raw: bytes) -> bool:
+    if mime == "image/webp":
+        return raw[:4] == b"RIFF" and raw[8:12] == b"WEBP"
+    return raw.startswith(_MAGIC[mime])
+
+
+def validate_variables(template: str, variables: Mapping[str, Any] | Any) -> BaseModel:
+    """Validate a template's variables before any call is made.
+
+    Args:
+        template: a template name.
+        variables: the caller's variables.
+
+    Returns:
+        The template's variables model.
+
+    Raises:
+        UnknownTemplate: `template` is not one of the six.
+        BadImage: the job image is not a PNG/JPEG/WebP/GIF data URL or does not decode.
+        ImageTooLarge: the decoded image passes `MAX_IMAGE_BYTES`.
+        MissingVariables: anything else missing or invalid; `fields` names them.
+    """
+    if template not in TEMPLATES:
+        raise UnknownTemplate(f"unknown template {template!r}", template=template)
+    model = VARIABLE_MODELS[template]
+    if not isinstance(variables, Mapping):
+        required = [n for n, f in model.model_fields.items() if f.is_required()]
+        raise MissingVariables("variables must be an object", fields=", ".join(required))
+    try:
+        return model.model_validate(dict(variables))
+    except ValidationError as exc:
+        raise _domain_error(exc) from None
+
+
+def _domain_error(exc: ValidationError) -> MissingVariables | BadImage | ImageTooLarge:
+    errors = exc.errors(include_url=False)
+    for err in errors:
+        if err["type"] == "image_too_large":
+            return ImageTooLarge(err["msg"], max_bytes=MAX_IMAGE_BYTES)
+    for err in errors:
+        if err["type"] == "bad_image":
+            return BadImage(err["msg"])
+    fields: list[str] = []
+    details: list[str] = []
+    for err in errors:
+        name = "job_text or job_image" if err["type"] == "missing_one_of" else _field(err["loc"])
+        if name not in fields:
+            fields.append(name)
+        details.append(f"{name}: {err['msg']}")
+    return MissingVariables("; ".join(details), fields=", ".join(fields))
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    return str(loc[0]) if loc else "variables"
+
+
+def has_image(validated: BaseModel) -> bool:
+    """Whether validated variables carry an image (the task goes to the vision route)."""
+    return getattr(validated, "job_image", None) is not None

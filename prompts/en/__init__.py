@@ -1,0 +1,1 @@
+"""English prompt templates (data files)."""

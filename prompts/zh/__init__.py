@@ -1,0 +1,1 @@
+"""Chinese prompt templates (data files)."""

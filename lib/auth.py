@@ -151,17 +151,25 @@ def app_secret(settings: Settings) -> str:
     if configured:
         return configured
     path = Path(settings.state_dir) / SECRET_FILE
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        pass
+    if path.exists():
+        return _read_secret(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process won the race: use its secret
-        return path.read_text(encoding="utf-8").strip()
+        return _read_secret(path)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(value)
     logger.info("generated a local app secret in %s", path)
     return value
+
+
+def _read_secret(path: Path) -> str:
+    # A process that just created the file may not have written it yet.
+    for _ in range(100):
+        value = path.read_text(encoding="utf-8").strip()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise OSError(f"{path} is empty")

@@ -181,8 +181,13 @@ async def _publish(
             logger.exception("publish of task %s failed unexpectedly", a.task_id)
         else:
             logger.warning("publish of task %s failed: %s", a.task_id, exc.detail)
-        await store.abort(a, admitted)
-        raise PublishFailed(task_id=a.task_id) from exc
+        if await store.abort(a, admitted):
+            raise PublishFailed(task_id=a.task_id) from exc
+        # Not queued any more: the message did get through (e.g. the reply was lost) and
+        # a worker started it, or it was cancelled meanwhile. Undoing nothing is right,
+        # and "nothing was charged" would be false: answer with the task as it is.
+        logger.warning("task %s left the queue during a failed publish; keeping it", a.task_id)
+        return
     await store.set_message_id(a.task_id, message_id)
 
 

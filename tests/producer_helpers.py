@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,8 @@ class RecordingPublisher:
     """In-process stand-in for QStash: records what would be published (or fails on demand)."""
 
     fail: bool = False
+    # Runs just before a failing publish raises (e.g. a worker starts the task meanwhile).
+    before_fail: Callable[[str], Awaitable[None]] | None = None
     published: list[Published] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
 
@@ -58,6 +60,8 @@ class RecordingPublisher:
         self, route: Route, body: dict[str, Any], *, task_id: str, slot_limit: int
     ) -> str:
         if self.fail:
+            if self.before_fail is not None:
+                await self.before_fail(task_id)
             raise PublishFailed("push queue unreachable")
         self.published.append(Published(route, body, task_id, slot_limit))
         return f"msg_{task_id}"

@@ -244,6 +244,23 @@ async def test_publish_failure_leaves_nothing(
     assert retry.status_code == 202 and retry.json()["tier"] == "paid"
 
 
+async def test_publish_failure_after_start_keeps_the_task(
+    app: Any, redis: RedisPort, publisher: RecordingPublisher
+) -> None:
+    """A publish that "fails" after the task already started is not undone: 202, debit kept."""
+    await redis.execute("SET", keys.quota("alice"), 3)
+
+    async def started(task_id: str) -> None:
+        await redis.execute("HSET", keys.task(task_id), "status", "running")
+
+    publisher.fail, publisher.before_fail = True, started
+    async with client_for(app, user="alice") as client:
+        resp = await client.post("/api/tasks", json=JOB_MATCH)
+    assert resp.status_code == 202 and resp.json()["tier"] == "paid"
+    assert await redis.execute("GET", keys.quota("alice")) == "2"
+    assert await redis.execute("EXISTS", keys.user_lock("alice", "job_match")) == 1
+
+
 async def test_status_for_owner(app: Any) -> None:
     """The owner sees status, position, model and timestamps of a queued task."""
     async with client_for(app, user="alice") as client:

@@ -180,8 +180,8 @@ async def test_slot_pool_limit_and_release(redis: RedisPort) -> None:
     """With 2 slots, 2 tasks run, the 3rd waits with Retry-After; a finish lets it start."""
     store = TaskStore(redis, settings())
     runs = []
-    for user in ("a", "b", "c"):
-        a = admission(user=user)
+    for offset, user in enumerate(("a", "b", "c")):
+        a = admission(user=user, now=NOW + offset)
         runs.append((a, await store.admit(a)))
     decisions = [
         await store.start(message(a, g), message_id=f"m{i}", now_ms=NOW)
@@ -214,9 +214,9 @@ async def test_paid_falls_back_to_next_model_when_full(redis: RedisPort) -> None
     """Paid text takes glm-4.5 when the DeepSeek pool is full."""
     store = TaskStore(redis, settings(deepseek_max_workers=1))
     started = []
-    for user in ("a", "b"):
+    for offset, user in enumerate(("a", "b")):
         await redis.execute("SET", keys.quota(user), 5)
-        a = admission(user=user)
+        a = admission(user=user, now=NOW + offset)
         g = await store.admit(a)
         started.append(await store.start(message(a, g), message_id="m", now_ms=NOW))
     assert [d.model for d in started] == ["deepseek-chat", "glm-4.5"]

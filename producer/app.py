@@ -12,12 +12,12 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from lib.auth import app_secret
+from lib.http_errors import EXCEPTION_HANDLERS
 from lib.redisport import RedisPort
 from lib.routing import Route as TaskRoute
 from lib.settings import Settings, get_settings
 from lib.tasks import TaskStore
 from producer import events, info, queues, tasks
-from producer.errors import EXCEPTION_HANDLERS
 from producer.identity import IdentityMiddleware
 from producer.tasks import Publisher
 

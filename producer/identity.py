@@ -8,8 +8,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lib.auth import TRIAL_COOKIE, TRIAL_COOKIE_MAX_AGE_S, Identity, resolve_identity
 from lib.errors import Unauthorized
+from lib.http_errors import LANG_COOKIE
 from lib.i18n import normalize_lang
-from producer.errors import LANG_COOKIE
 
 _STATE_KEY = "identity"
 _ERROR_KEY = "identity_error"

@@ -15,12 +15,12 @@ from starlette.responses import JSONResponse
 
 from lib.auth import Identity
 from lib.errors import InvalidRequest, PublishFailed, SlotlineError
+from lib.http_errors import request_lang
 from lib.llm.variables import has_image, validate_variables
 from lib.messages import TaskMessage
 from lib.routing import Route, route, slot_limit
 from lib.settings import Settings
 from lib.tasks import PRIORITY_MAX, Admission, Admitted, TaskStore
-from producer.errors import request_lang
 from producer.identity import identity
 
 logger = logging.getLogger(__name__)

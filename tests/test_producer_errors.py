@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from lib.errors import QueueFull, TaskAlreadyRunning
+from lib.http_errors import error_response
 from lib.i18n import choose_lang
 from lib.redisport import RedisPort
-from producer.errors import error_response
 from tests.producer_helpers import (
     JOB_MATCH,
     RecordingPublisher,

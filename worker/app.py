@@ -18,12 +18,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lib.errors import ConfigError, InvalidSignature
+from lib.http_errors import EXCEPTION_HANDLERS, error_body
 from lib.messages import TaskMessage
 from lib.qstash_verify import Verifier
 from lib.redisport import RedisPort
 from lib.settings import Settings, get_settings, secret
 from lib.tasks import Outcome, TaskStore
-from producer.errors import EXCEPTION_HANDLERS, error_body
 from worker.delivery import Reply, Runner, deliver, now_ms
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,176 @@
+"""Structured runner: validated output, retries, fallback models, then a flagged degraded result."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from lib.errors import OutputInvalid
+from lib.llm.attempt import (
+    Attempt,
+    CallContext,
+    Message,
+    Recorder,
+    RetryPolicy,
+    describe,
+    failure_kind,
+)
+from lib.llm.cost import PriceTable
+from lib.llm.providers import ChatModels, ModelEndpoint
+from lib.llm.schemas import DegradedSummary
+from lib.usage import UsageRecord
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+
+DEGRADED_BULLETS = 8
+_BULLET_CHARS = 200
+_SPLIT = re.compile(r"[\r\n]+|(?<=[.!?。！？；;])\s*")
+_TRIM = " \t-*•#>|=<`\"'"
+
+
+@dataclass(frozen=True)
+class StructuredResult(Generic[T]):
+    """A validated answer, or the degraded summary (`degraded` True, `endpoint` None)."""
+
+    value: T | DegradedSummary
+    degraded: bool
+    endpoint: ModelEndpoint | None
+    usage: tuple[UsageRecord, ...]
+
+    @property
+    def attempts(self) -> int:
+        return len(self.usage)
+
+
+async def run_structured(
+    messages: Sequence[Message],
+    schema: type[T],
+    endpoints: Sequence[ModelEndpoint],
+    *,
+    ctx: CallContext,
+    record: Recorder | None = None,
+    policy: RetryPolicy | None = None,
+    models: ChatModels | None = None,
+    degraded_source: str | None = None,
+    prices: PriceTable | None = None,
+) -> StructuredResult[T]:
+    """Ask each endpoint in turn for `schema`, validated; degrade when all fail.
+
+    Per endpoint: an invalid output or a transient error (5xx, 429, timeout,
+    connection) is retried up to `policy.retries` times with exponential backoff;
+    any other provider refusal (4xx) moves on at once. When every endpoint has
+    failed, the result is a `DegradedSummary` built from the input text.
+
+    Args:
+        messages: OpenAI-style chat messages (`role`, `content`).
+        schema: the pydantic model the answer must validate against.
+        endpoints: the route's models in order (primary first).
+        ctx: user, service and template for the usage records.
+        record: called with each attempt's usage record as soon as it ends.
+        policy: retries, backoff and timeouts (defaults: `RetryPolicy()`).
+        models: chat models to reuse (a process-wide cache); built when None.
+        degraded_source: the text the degraded summary is built from
+            (default: the user messages).
+        prices: price table (default: settings).
+
+    Returns:
+        The answer (or the degraded summary) and one usage record per attempt.
+
+    Raises:
+        asyncio.CancelledError: the call was cancelled (the running attempt is
+            recorded as failed first).
+        Exception: an unexpected, non-provider error (recorded, then re-raised).
+    """
+    policy = policy or RetryPolicy()
+    models = models or ChatModels(timeout=policy.timeout_s)
+    records: list[UsageRecord] = []
+
+    def sink(usage: UsageRecord) -> None:
+        records.append(usage)
+        if record is not None:
+            record(usage)
+
+    last_error = "no endpoint"
+    for endpoint in endpoints:
+        runnable = models.structured(endpoint, schema)
+        for try_no in range(policy.retries + 1):
+            if try_no:
+                await asyncio.sleep(policy.delay(try_no))
+            attempt = Attempt(ctx, endpoint, stream=False, record=sink, prices=prices)
+            try:
+                async with asyncio.timeout(policy.timeout_s):
+                    out: dict[str, Any] = await runnable.ainvoke(list(messages))
+            except BaseException as exc:
+                attempt.finish(None, exc)
+                kind = failure_kind(exc)
+                if isinstance(exc, asyncio.CancelledError) or kind == "unexpected":
+                    raise
+                last_error = describe(exc)
+                logger.warning(
+                    "structured %s on %s failed (%s, try %d): %s",
+                    ctx.template,
+                    endpoint.model_name,
+                    kind,
+                    try_no + 1,
+                    last_error,
+                )
+                if kind == "rejected":
+                    break
+                continue
+            raw, parsed, error = out.get("raw"), out.get("parsed"), out.get("parsing_error")
+            usage = getattr(raw, "usage_metadata", None)
+            if error is None and isinstance(parsed, schema):
+                attempt.finish(usage, None)
+                return StructuredResult(parsed, False, endpoint, tuple(records))
+            invalid = error or OutputInvalid("the response held no structured output")
+            attempt.finish(usage, invalid)
+            last_error = describe(invalid)
+            logger.warning(
+                "structured %s on %s: invalid output (try %d): %s",
+                ctx.template,
+                endpoint.model_name,
+                try_no + 1,
+                last_error,
+            )
+    logger.error("structured %s: every model failed, degraded result", ctx.template)
+    text = degraded_source if degraded_source is not None else user_text(messages)
+    return StructuredResult(degraded_summary(text, last_error), True, None, tuple(records))
+
+
+def user_text(messages: Sequence[Message]) -> str:
+    """The text of the user messages (image parts skipped)."""
+    texts: list[str] = []
+    for message in messages:
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts.extend(
+                str(part.get("text", ""))
+                for part in content
+                if isinstance(part, dict) and part.get("type") == "text"
+            )
+    return "\n".join(texts)
+
+
+def degraded_summary(text: str, reason: str) -> DegradedSummary:
+    """Bullet points taken verbatim from the input's first meaningful lines, flagged degraded."""
+    bullets: list[str] = []
+    for piece in _SPLIT.split(text):
+        line = piece.strip(_TRIM)
+        if len(line) < 3 or not any(ch.isalnum() for ch in line):
+            continue
+        bullets.append(line[:_BULLET_CHARS])
+        if len(bullets) == DEGRADED_BULLETS:
+            break
+    return DegradedSummary(bullets=bullets, reason=f"all models failed: {reason}"[:1000])

@@ -1,0 +1,321 @@
+"""LLM usage records: appended to a Redis stream, drained to Postgres in batches, queried."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lib import db, keys
+from lib.errors import ServiceUnavailable
+from lib.redisport import RedisPort, load_script, run_script
+
+logger = logging.getLogger(__name__)
+
+TABLE = "llm_usage_logs"
+_ROWS_FIELD = "rows"
+# Columns written by the drain (everything but the serial id), in COPY order.
+COLUMNS: tuple[str, ...] = (
+    "source_id",
+    "user_id",
+    "service_id",
+    "template",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "latency_ms",
+    "cost",
+    "currency",
+    "is_stream",
+    "success",
+    "error_message",
+    "created_at",
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UsageRecord(BaseModel):
+    """One LLM attempt (failed and fallback ones too), as the provider reported it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    service_id: str
+    template: str
+    provider: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    latency_ms: int = 0
+    cost: Decimal = Decimal(0)
+    currency: str = "CNY"
+    is_stream: bool = False
+    success: bool
+    error_message: str | None = None
+    created_at: datetime = Field(default_factory=_now)
+
+    def row(self, source_id: str) -> tuple[Any, ...]:
+        """The values in `COLUMNS` order."""
+        values = self.model_dump()
+        values["source_id"] = source_id
+        return tuple(values[column] for column in COLUMNS)
+
+
+def encode(records: Sequence[UsageRecord]) -> str:
+    """A batch of records as the JSON array one stream entry carries."""
+    return json.dumps([r.model_dump(mode="json") for r in records], separators=(",", ":"))
+
+
+def decode(entry_id: str, payload: str) -> list[tuple[Any, ...]]:
+    """A stream entry's records as table rows (`source_id` = entry id + index).
+
+    Raises:
+        ValueError: the payload is not a JSON array of usage records.
+    """
+    items = json.loads(payload)
+    if not isinstance(items, list):
+        raise ValueError("usage entry is not a JSON array")
+    return [
+        UsageRecord.model_validate(item).row(f"{entry_id}:{index}")
+        for index, item in enumerate(items)
+    ]
+
+
+async def append(redis: RedisPort, records: Sequence[UsageRecord]) -> str | None:
+    """Queue records for Postgres with one XADD (never trimmed: the drain removes them).
+
+    Args:
+        redis: the Redis port.
+        records: the attempts to log; nothing is sent when empty.
+
+    Returns:
+        The stream entry id, or None when there was nothing to append.
+
+    Raises:
+        RedisReplyError: Redis refused the command.
+    """
+    if not records:
+        return None
+    entry_id = await redis.execute("XADD", keys.usage_stream(), "*", _ROWS_FIELD, encode(records))
+    return str(entry_id)
+
+
+async def pending(redis: RedisPort) -> int:
+    """How many entries wait in the usage stream."""
+    return int(await redis.execute("XLEN", keys.usage_stream()))
+
+
+async def drain(
+    redis: RedisPort,
+    database_url: str,
+    *,
+    batch: int = 500,
+    max_batches: int = 100,
+    lock_ms: int = 60_000,
+) -> int:
+    """Flush the usage stream into `llm_usage_logs`, one transaction per batch of entries.
+
+    At-least-once and idempotent: entries are deleted from the stream only after
+    their rows are committed, and rows carry their entry id (`source_id`, unique),
+    so an entry flushed twice (crash between COMMIT and XDEL) inserts nothing twice.
+    Only one drain runs at a time (a Redis lock); a concurrent call returns 0.
+
+    Args:
+        redis: the Redis port.
+        database_url: the Postgres URL.
+        batch: stream entries per transaction.
+        max_batches: most transactions in one call (bounds its run time).
+        lock_ms: how long the drain lock lives if this process dies holding it.
+
+    Returns:
+        The number of rows inserted.
+
+    Raises:
+        ServiceUnavailable: Postgres is unreachable or failed; every entry not
+            committed stays in the stream for the next drain.
+    """
+    lock_key, token = keys.usage_drain_lock(), uuid.uuid4().hex
+    if not await redis.execute("SET", lock_key, token, "NX", "PX", lock_ms):
+        return 0
+    inserted = 0
+    try:
+        async with await db.connect(database_url) as conn:
+            for _ in range(max_batches):
+                entries = await redis.execute(
+                    "XRANGE", keys.usage_stream(), "-", "+", "COUNT", batch
+                )
+                if not entries:
+                    break
+                ids, rows = _rows_of(entries)
+                if rows:
+                    inserted += await _insert(conn, rows)
+                await redis.execute("XDEL", keys.usage_stream(), *ids)
+                if len(entries) < batch:
+                    break
+    except psycopg.Error as exc:
+        logger.warning("usage drain failed, entries kept: %s", type(exc).__name__)
+        raise ServiceUnavailable("usage drain: database unavailable") from exc
+    finally:
+        await run_script(redis, load_script("drain_unlock"), [lock_key], [token])
+    if inserted:
+        logger.info("usage drain: %d rows", inserted)
+    return inserted
+
+
+def _rows_of(entries: Sequence[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """XRANGE reply → (entry ids, table rows); an undecodable entry is logged and dropped."""
+    ids: list[str] = []
+    rows: list[tuple[Any, ...]] = []
+    for entry_id, flat in entries:
+        ids.append(str(entry_id))
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        try:
+            rows.extend(decode(str(entry_id), str(fields.get(_ROWS_FIELD, ""))))
+        except (ValueError, ValidationError):
+            # A bug wrote it; keeping it would block nothing but would never flush either.
+            logger.exception("usage entry %s undecodable, dropped: %r", entry_id, fields)
+    return ids, rows
+
+
+async def _insert(conn: psycopg.AsyncConnection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
+    """COPY rows into a temp table, then insert the ones not seen before (one transaction)."""
+    table, tmp = sql.Identifier(TABLE), sql.Identifier("usage_in")
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
+    async with conn.transaction():
+        await conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE {tmp} ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA"
+            ).format(tmp=tmp, cols=cols, table=table)
+        )
+        async with conn.cursor() as cur:
+            copy_sql = sql.SQL("COPY {tmp} ({cols}) FROM STDIN").format(tmp=tmp, cols=cols)
+            async with cur.copy(copy_sql) as copy:
+                for row in rows:
+                    await copy.write_row(row)
+            await cur.execute(
+                sql.SQL(
+                    "INSERT INTO {table} ({cols}) SELECT {cols} FROM {tmp}"
+                    " ON CONFLICT (source_id) DO NOTHING"
+                ).format(table=table, cols=cols, tmp=tmp)
+            )
+            return max(cur.rowcount, 0)
+
+
+@dataclass(frozen=True)
+class UsageBucket:
+    """One user's usage for one day, model and template."""
+
+    day: date
+    model: str
+    template: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost: Decimal
+    currency: str
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    """Operator view of one provider and model over a period."""
+
+    provider: str
+    model: str
+    calls: int
+    successes: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost: Decimal
+    currency: str
+    p50_latency_ms: float
+    p95_latency_ms: float
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.calls if self.calls else 0.0
+
+
+_SUMS = (
+    "count(*) AS calls, sum(input_tokens)::bigint AS input_tokens,"
+    " sum(output_tokens)::bigint AS output_tokens, sum(total_tokens)::bigint AS total_tokens,"
+    " sum(cost) AS cost"
+)
+
+
+async def usage_for_user(database_url: str, user_id: str, days: int = 30) -> list[UsageBucket]:
+    """A user's own usage over the last `days` days: tokens and cost by day, model and template.
+
+    Args:
+        database_url: the Postgres URL.
+        user_id: whose usage.
+        days: how far back (UTC days, today included).
+
+    Returns:
+        Buckets ordered by day, model, template.
+
+    Raises:
+        ServiceUnavailable: Postgres is unreachable.
+    """
+    query = sql.SQL(
+        "SELECT (created_at AT TIME ZONE 'UTC')::date AS day, model, template, currency, "
+        + _SUMS
+        + " FROM {table} WHERE user_id = %(user)s"
+        " AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+        " - make_interval(days => %(back)s)"
+        " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+    ).format(table=sql.Identifier(TABLE))
+    rows = await _fetch(database_url, query, {"user": user_id, "back": max(days - 1, 0)})
+    return [UsageBucket(**row) for row in rows]
+
+
+async def usage_summary(database_url: str, days: int = 7) -> list[ModelUsage]:
+    """Operator summary over the last `days` days, per provider and model.
+
+    Args:
+        database_url: the Postgres URL.
+        days: how far back (24-hour periods from now).
+
+    Returns:
+        One row per provider, model and currency: calls, success count,
+        tokens, cost and p50/p95 latency.
+
+    Raises:
+        ServiceUnavailable: Postgres is unreachable.
+    """
+    query = sql.SQL(
+        "SELECT provider, model, currency, "
+        + _SUMS
+        + ", count(*) FILTER (WHERE success) AS successes,"
+        " percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_latency_ms,"
+        " percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95_latency_ms"
+        " FROM {table} WHERE created_at >= now() - make_interval(days => %(days)s)"
+        " GROUP BY provider, model, currency ORDER BY provider, model, currency"
+    ).format(table=sql.Identifier(TABLE))
+    rows = await _fetch(database_url, query, {"days": days})
+    return [ModelUsage(**row) for row in rows]
+
+
+async def _fetch(database_url: str, query: sql.Composed, params: dict[str, Any]) -> list[Any]:
+    try:
+        async with await db.connect(database_url) as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+    except psycopg.OperationalError as exc:
+        raise ServiceUnavailable("usage: database unavailable") from exc

@@ -1,0 +1,516 @@
+"""Runners against a fake OpenAI-wire provider on loopback, driven by the real ChatOpenAI."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+
+import httpx2
+import pytest
+from pydantic import BaseModel
+
+from lib import db, usage
+from lib.errors import LLMError, OutputInvalid
+from lib.llm.attempt import CallContext, RetryPolicy
+from lib.llm.providers import ChatModels, EndpointProvider, ModelEndpoint
+from lib.llm.schemas import DegradedSummary
+from lib.llm.streaming import parse_output, run_stream
+from lib.llm.structured import degraded_summary, run_structured
+from lib.local.serve import ServerThread
+from lib.redisport import RedisPort
+from lib.usage import UsageRecord
+from tests.fakes.pg import count, fresh_database, truncate
+from tests.fakes.provider import Break, Fail, FakeProvider, Reply, pieces
+
+CTX = CallContext(user_id="u1", service_id="svc", template="job_summary")
+# Generous timeouts keep a loaded machine from failing good attempts; timeout tests use TIGHT.
+POLICY = RetryPolicy(retries=2, backoff_s=0.001, timeout_s=5.0, deadline_s=20.0)
+TIGHT = RetryPolicy(retries=2, backoff_s=0.001, timeout_s=1.0, deadline_s=20.0)
+MESSAGES = [
+    {"role": "system", "content": "Answer in JSON."},
+    {"role": "user", "content": "Senior Python engineer. Owns the billing platform.\nLeads 4."},
+]
+VALID = '{"title": "Python engineer", "score": 87}'
+
+
+class Job(BaseModel):
+    title: str
+    score: int
+
+
+@pytest.fixture(scope="module")
+def fake_server() -> Iterator[tuple[FakeProvider, str]]:
+    """One fake provider on loopback for the module."""
+    fake = FakeProvider()
+    with ServerThread(fake.app()) as server:
+        yield fake, f"{server.url}/v1"
+
+
+@pytest.fixture
+def fake(fake_server: tuple[FakeProvider, str]) -> FakeProvider:
+    """The fake provider with no scripts and no recorded requests."""
+    fake_server[0].reset()
+    return fake_server[0]
+
+
+@pytest.fixture
+def base_url(fake_server: tuple[FakeProvider, str]) -> str:
+    return fake_server[1]
+
+
+@pytest.fixture
+async def models() -> AsyncIterator[ChatModels]:
+    """Chat models on an HTTP client owned by this test's event loop."""
+    async with httpx2.AsyncClient() as http:
+        yield ChatModels(timeout=POLICY.timeout_s, http_async_client=http)
+
+
+def ep(
+    base_url: str, model: str = "deepseek-chat", provider: EndpointProvider = "deepseek"
+) -> ModelEndpoint:
+    return ModelEndpoint(base_url, "test-key", provider, model)
+
+
+async def test_malformed_then_valid_is_one_retry(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """Malformed tool-call JSON, then valid: one retry, two usage records, a real answer."""
+    fake.script("deepseek-chat", Reply('{"title": "Py'), Reply(VALID))
+    seen: list[UsageRecord] = []
+    result = await run_structured(
+        MESSAGES, Job, [ep(base_url)], ctx=CTX, record=seen.append, policy=POLICY, models=models
+    )
+    assert result.value == Job(title="Python engineer", score=87) and not result.degraded
+    assert [u.success for u in result.usage] == [False, True]
+    assert list(result.usage) == seen and fake.calls() == 2
+    assert fake.requests[0]["tool_choice"]["function"]["name"] == "Job"  # function calling
+
+
+@pytest.mark.parametrize("provider", ["zhipu", "openai_compat", "offline"])
+async def test_json_mode_providers_validate_and_retry(
+    fake: FakeProvider, base_url: str, models: ChatModels, provider: EndpointProvider
+) -> None:
+    """JSON-mode endpoints: invalid JSON retried; a fenced valid answer is accepted."""
+    fake.script("glm-4.5", Reply("{not json"), Reply(f"```json\n{VALID}\n```"))
+    endpoint = ep(base_url, "glm-4.5", provider)
+    result = await run_structured(MESSAGES, Job, [endpoint], ctx=CTX, policy=POLICY, models=models)
+    assert result.value == Job(title="Python engineer", score=87)
+    assert fake.requests[0]["response_format"] == {"type": "json_object"}
+    assert "tools" not in fake.requests[0] and result.attempts == 2
+
+
+async def test_schema_violation_counts_as_invalid(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """Well-formed JSON that breaks the schema is retried like malformed output."""
+    fake.script("deepseek-chat", Reply('{"title": "x", "score": "high"}'), Reply(VALID))
+    result = await run_structured(
+        MESSAGES, Job, [ep(base_url)], ctx=CTX, policy=POLICY, models=models
+    )
+    assert result.value.model_dump() == {"title": "Python engineer", "score": 87}
+    assert result.usage[0].error_message is not None and not result.usage[0].success
+
+
+async def test_three_malformed_fall_back_to_next_model(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """Three invalid answers exhaust the primary; the fallback model answers."""
+    fake.script("deepseek-chat", Reply("nope"), Reply("{"), Reply("[]"))
+    fake.script("glm-4.5", Reply(VALID))
+    endpoints = [ep(base_url), ep(base_url, "glm-4.5", "zhipu")]
+    result = await run_structured(MESSAGES, Job, endpoints, ctx=CTX, policy=POLICY, models=models)
+    assert result.endpoint == endpoints[1] and not result.degraded
+    assert [(u.model, u.success) for u in result.usage] == [
+        ("deepseek-chat", False),
+        ("deepseek-chat", False),
+        ("deepseek-chat", False),
+        ("glm-4.5", True),
+    ]
+    assert result.usage[3].provider == "zhipu"
+
+
+async def test_all_failing_gives_a_marked_degraded_result(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """All models failing: a DegradedSummary flagged `degraded: true`, built from the input."""
+    fake.default = Reply("garbage")
+    endpoints = [ep(base_url), ep(base_url, "glm-4.5", "zhipu")]
+    result = await run_structured(MESSAGES, Job, endpoints, ctx=CTX, policy=POLICY, models=models)
+    assert result.degraded and result.endpoint is None
+    assert isinstance(result.value, DegradedSummary)
+    dumped = result.value.model_dump()
+    assert dumped["degraded"] is True
+    assert dumped["bullets"] == [
+        "Senior Python engineer.",
+        "Owns the billing platform.",
+        "Leads 4.",
+    ]
+    assert result.attempts == 6 and not any(u.success for u in result.usage)
+
+
+async def test_5xx_and_timeouts_are_retried(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """A 503 and a too-slow answer are transient: retried on the same model, then success."""
+    fake.script("deepseek-chat", Fail(503), Reply(VALID, delay_s=4.0), Reply(VALID))
+    started = time.perf_counter()
+    result = await run_structured(
+        MESSAGES, Job, [ep(base_url)], ctx=CTX, policy=TIGHT, models=models
+    )
+    assert time.perf_counter() - started < 3.5  # the slow answer was cut at the timeout
+    assert not result.degraded
+    errors = [u.error_message for u in result.usage]
+    assert errors[0] is not None and "503" in errors[0]
+    assert errors[1] is not None and "Timeout" in errors[1]
+    assert errors[2] is None
+
+
+async def test_client_error_skips_retries_and_goes_to_fallback(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """A 401 is not transient: no retry on that model, the fallback answers."""
+    fake.script("deepseek-chat", Fail(401, "bad key"))
+    fake.script("glm-4.5", Reply(VALID))
+    endpoints = [ep(base_url), ep(base_url, "glm-4.5", "zhipu")]
+    result = await run_structured(MESSAGES, Job, endpoints, ctx=CTX, policy=POLICY, models=models)
+    assert [u.model for u in result.usage] == ["deepseek-chat", "glm-4.5"]
+    assert fake.calls("deepseek-chat") == 1
+
+
+async def test_usage_comes_from_the_provider_and_is_priced(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """Token counts are the provider's; cost follows the price table; none reported → 0."""
+    fake.script("deepseek-chat", Reply(VALID, input_tokens=1000, output_tokens=500))
+    first = await run_structured(
+        MESSAGES, Job, [ep(base_url)], ctx=CTX, policy=POLICY, models=models
+    )
+    u = first.usage[0]
+    assert (u.input_tokens, u.output_tokens, u.total_tokens) == (1000, 500, 1500)
+    assert (u.cost, u.currency) == (Decimal("0.00600000"), "CNY")
+    assert (u.user_id, u.service_id, u.template, u.is_stream) == ("u1", "svc", "job_summary", False)
+    fake.script("deepseek-chat", Reply(VALID, usage=False))
+    second = await run_structured(
+        MESSAGES, Job, [ep(base_url)], ctx=CTX, policy=POLICY, models=models
+    )
+    assert (second.usage[0].total_tokens, second.usage[0].cost) == (0, Decimal(0))
+
+
+async def test_offline_endpoint_costs_nothing(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """The offline model is free whatever model name it answers for."""
+    fake.script("deepseek-chat", Reply(VALID, input_tokens=1000, output_tokens=1000))
+    endpoint = ep(base_url, provider="offline")
+    result = await run_structured(MESSAGES, Job, [endpoint], ctx=CTX, policy=POLICY, models=models)
+    assert result.usage[0].provider == "offline" and result.usage[0].cost == 0
+
+
+async def test_structured_cancellation_stops_the_call_and_records_it(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """Cancelling the task raises CancelledError promptly and logs the attempt as cancelled."""
+    fake.script("deepseek-chat", Reply(VALID, delay_s=0.4))
+    seen: list[UsageRecord] = []
+    policy = RetryPolicy(backoff_s=0.001, timeout_s=5.0)
+    task = asyncio.create_task(
+        run_structured(
+            MESSAGES, Job, [ep(base_url)], ctx=CTX, record=seen.append, policy=policy, models=models
+        )
+    )
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(u.success, u.error_message) for u in seen] == [(False, "cancelled")]
+
+
+def test_degraded_summary_takes_meaningful_lines_only() -> None:
+    """Delimiters and punctuation-only lines are skipped; at most 8 bullets, each bounded."""
+    text = "### Resume\n---\n- Built X。Led Y！\n" + "\n".join(f"item {i}" for i in range(20))
+    summary = degraded_summary(text + "\n" + "z" * 500, "boom")
+    assert summary.bullets[:3] == ["Resume", "Built X。", "Led Y！"]
+    assert len(summary.bullets) == 8 and summary.degraded is True
+    assert summary.reason == "all models failed: boom"
+
+
+# --- streaming -------------------------------------------------------------------------
+
+
+class Sink:
+    """Collects deltas and restarts as a client would see them."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.times: list[float] = []
+
+    async def delta(self, text: str) -> None:
+        self.events.append(text)
+        self.times.append(time.perf_counter())
+
+    async def restart(self) -> None:
+        self.events.append("<restart>")
+
+    @property
+    def text(self) -> str:
+        return "".join(self.events).rsplit("<restart>", 1)[-1]
+
+
+async def test_stream_delivers_deltas_as_they_come_and_captures_usage(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """Deltas arrive one by one before the stream ends; usage is the final chunk's."""
+    fake.script("deepseek-chat", Reply(VALID, token_delay_s=0.03, input_tokens=40))
+    sink = Sink()
+    result = await run_stream(
+        MESSAGES, Job, [ep(base_url)], ctx=CTX, on_delta=sink.delta, policy=POLICY, models=models
+    )
+    assert sink.events == pieces(VALID) and result.text == VALID
+    assert sink.times[-1] - sink.times[0] > 0.03 * (len(pieces(VALID)) - 2)
+    assert result.value == Job(title="Python engineer", score=87)
+    u = result.usage[0]
+    assert (u.input_tokens, u.output_tokens, u.is_stream, u.success) == (
+        40,
+        len(pieces(VALID)),
+        True,
+        True,
+    )
+    assert fake.requests[0]["stream_options"] == {"include_usage": True}
+
+
+async def test_stream_tolerates_a_json_fence(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """A ```json fenced answer validates once the stream is complete."""
+    fake.script("deepseek-chat", Reply(f"```json\n{VALID}\n```"))
+    sink = Sink()
+    result = await run_stream(
+        MESSAGES, Job, [ep(base_url)], ctx=CTX, on_delta=sink.delta, policy=POLICY, models=models
+    )
+    assert result.value.score == 87
+
+
+async def test_stream_invalid_output_raises_output_invalid(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """A complete but invalid output raises OutputInvalid (output_invalid), logged as failed."""
+    fake.script("deepseek-chat", Reply('{"title": "x"}'))
+    seen: list[UsageRecord] = []
+    with pytest.raises(OutputInvalid) as caught:
+        await run_stream(
+            MESSAGES,
+            Job,
+            [ep(base_url)],
+            ctx=CTX,
+            on_delta=Sink().delta,
+            record=seen.append,
+            policy=POLICY,
+            models=models,
+        )
+    assert caught.value.code == "output_invalid"
+    assert [u.success for u in seen] == [False] and fake.calls() == 1
+
+
+async def test_stream_broken_midway_restarts_cleanly(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """A dropped stream after some tokens signals a restart, then the retry's text stands alone."""
+    fake.script("deepseek-chat", Break('{"title": "Pyth'), Reply(VALID))
+    sink = Sink()
+    result = await run_stream(
+        MESSAGES,
+        Job,
+        [ep(base_url)],
+        ctx=CTX,
+        on_delta=sink.delta,
+        on_restart=sink.restart,
+        policy=POLICY,
+        models=models,
+    )
+    assert sink.events.count("<restart>") == 1 and sink.text == VALID
+    assert [u.success for u in result.usage] == [False, True]
+
+
+async def test_stream_stall_times_out_and_falls_back(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """A stream silent past the timeout is retried, then the fallback model streams it."""
+    slow = Reply(VALID, token_delay_s=4.0)
+    fake.script("deepseek-chat", Fail(500), slow, Fail(502))
+    fake.script("glm-4.5", Reply(VALID))
+    sink = Sink()
+    endpoints = [ep(base_url), ep(base_url, "glm-4.5", "zhipu")]
+    started = time.perf_counter()
+    result = await run_stream(
+        MESSAGES,
+        Job,
+        endpoints,
+        ctx=CTX,
+        on_delta=sink.delta,
+        on_restart=sink.restart,
+        policy=TIGHT,
+        models=models,
+    )
+    assert time.perf_counter() - started < 3.5  # the stall was cut at the timeout
+    assert result.usage[1].error_message == "TimeoutError"
+    assert result.endpoint.model_name == "glm-4.5" and sink.text == VALID
+    assert [u.success for u in result.usage] == [False, False, False, True]
+
+
+async def test_stream_all_failing_raises_llm_error(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """Every model failing transiently ends in LLMError, with one record per attempt."""
+    fake.default = Fail(500)
+    seen: list[UsageRecord] = []
+    with pytest.raises(LLMError) as caught:
+        await run_stream(
+            MESSAGES,
+            Job,
+            [ep(base_url), ep(base_url, "glm-4.5", "zhipu")],
+            ctx=CTX,
+            on_delta=Sink().delta,
+            record=seen.append,
+            policy=POLICY,
+            models=models,
+        )
+    assert caught.value.code == "llm_error" and len(seen) == 6 == fake.calls()
+
+
+async def test_stream_cancellation_stops_the_stream(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """Cancelling mid-stream stops token delivery and records the attempt as cancelled."""
+    fake.script("deepseek-chat", Reply(VALID, token_delay_s=0.05))
+    sink, seen = Sink(), list[UsageRecord]()
+    task = asyncio.create_task(
+        run_stream(
+            MESSAGES,
+            Job,
+            [ep(base_url)],
+            ctx=CTX,
+            on_delta=sink.delta,
+            record=seen.append,
+            policy=POLICY,
+            models=models,
+        )
+    )
+    while not sink.events:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    delivered = len(sink.events)
+    await asyncio.sleep(0.2)
+    assert len(sink.events) == delivered < len(pieces(VALID))
+    assert [(u.success, u.error_message, u.is_stream) for u in seen] == [(False, "cancelled", True)]
+
+
+async def test_stream_callback_failure_is_not_retried(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """An on_delta error is the caller's: raised as is, not mistaken for a provider failure."""
+    fake.default = Reply(VALID)
+
+    async def broken(_: str) -> None:
+        raise KeyError("sink down")
+
+    seen: list[UsageRecord] = []
+    with pytest.raises(KeyError):
+        await run_stream(
+            MESSAGES,
+            Job,
+            [ep(base_url)],
+            ctx=CTX,
+            on_delta=broken,
+            record=seen.append,
+            policy=POLICY,
+            models=models,
+        )
+    assert fake.calls() == 1 and len(seen) == 1 and not seen[0].success
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        (VALID, True),
+        (f"```json\n{VALID}\n```", True),
+        (f"```\n{VALID}```", True),
+        (f"  {VALID}\n", True),
+        ('{"title": "x"}', False),
+        ("not json", False),
+        ("", False),
+    ],
+)
+def test_parse_output(text: str, ok: bool) -> None:
+    """Whole-output parsing tolerates fences and whitespace, rejects anything invalid."""
+    if ok:
+        assert parse_output(text, Job).score == 87
+    else:
+        with pytest.raises(OutputInvalid):
+            parse_output(text, Job)
+
+
+@pytest.mark.parametrize(("retry", "delay"), [(1, 0.5), (2, 1.0), (3, 2.0), (6, 8.0)])
+def test_backoff_doubles_up_to_a_cap(retry: int, delay: float) -> None:
+    """Retry n waits backoff × 2^(n-1), capped."""
+    assert RetryPolicy(backoff_s=0.5, backoff_max_s=8.0).delay(retry) == delay
+
+
+# --- every attempt is one row in Postgres ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs_db_url(postgres_url: str) -> str:
+    """A migrated database of its own for this module."""
+    url = fresh_database(postgres_url, "runs")
+    asyncio.run(db.migrate(url))
+    return url
+
+
+@pytest.fixture
+def runs_db(runs_db_url: str) -> str:
+    """That database with an empty `llm_usage_logs`."""
+    truncate(runs_db_url)
+    return runs_db_url
+
+
+async def test_each_attempt_is_exactly_one_usage_row(
+    fake: FakeProvider, base_url: str, models: ChatModels, redis: RedisPort, runs_db: str
+) -> None:
+    """Retries, fallbacks, a degraded run and a stream: as many rows in Postgres as requests."""
+    fake.script("deepseek-chat", Reply("bad"), Fail(500), Reply("bad"))
+    fake.script("glm-4.5", Reply(VALID))
+    records: list[UsageRecord] = []
+    endpoints = [ep(base_url), ep(base_url, "glm-4.5", "zhipu")]
+    await run_structured(
+        MESSAGES, Job, endpoints, ctx=CTX, record=records.append, policy=POLICY, models=models
+    )
+    await usage.append(redis, records)  # the worker's finish step: one XADD per task
+
+    fake.default = Fail(500)
+    records = []
+    degraded = await run_structured(
+        MESSAGES, Job, endpoints, ctx=CTX, record=records.append, policy=POLICY, models=models
+    )
+    assert degraded.degraded
+    await usage.append(redis, records)
+
+    fake.default = Reply(VALID)
+    records = []
+    await run_stream(
+        MESSAGES,
+        Job,
+        endpoints,
+        ctx=CTX,
+        on_delta=Sink().delta,
+        record=records.append,
+        policy=POLICY,
+        models=models,
+    )
+    await usage.append(redis, records)
+
+    assert await usage.drain(redis, runs_db) == fake.calls() == 4 + 6 + 1
+    assert count(runs_db) == fake.calls()

@@ -1,0 +1,247 @@
+"""Usage records: migrations, stream append, drain to Postgres (COPY, idempotent), queries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from lib import db, keys, usage
+from lib.errors import ServiceUnavailable
+from lib.llm.cost import cost
+from lib.local.embedded import EmbeddedPostgres
+from lib.redisport import RedisPort
+from lib.usage import UsageRecord
+from tests.fakes.pg import count, fresh_database, truncate
+
+
+@pytest.fixture(scope="module")
+def usage_db_url(postgres_url: str) -> str:
+    """A migrated database of its own on the session Postgres."""
+    url = fresh_database(postgres_url, "usage")
+    asyncio.run(db.migrate(url))
+    return url
+
+
+@pytest.fixture
+def pg(usage_db_url: str) -> Iterator[str]:
+    """The usage database with an empty `llm_usage_logs`."""
+    truncate(usage_db_url)
+    yield usage_db_url
+
+
+def rec(**overrides: object) -> UsageRecord:
+    values: dict[str, object] = {
+        "user_id": "u1",
+        "service_id": "svc",
+        "template": "job_summary",
+        "provider": "deepseek",
+        "model": "deepseek-chat",
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "total_tokens": 150,
+        "latency_ms": 120,
+        "cost": Decimal("0.0006"),
+        "currency": "CNY",
+        "is_stream": False,
+        "success": True,
+    }
+    values.update(overrides)
+    return UsageRecord.model_validate(values)
+
+
+async def test_migrate_applies_each_version_once(postgres_url: str) -> None:
+    """`migrate` applies 0001 on an empty database and nothing the second time."""
+    url = fresh_database(postgres_url, "mig")
+    assert await db.migrate(url) == ["0001"]
+    assert await db.migrate(url) == []
+    assert count(url, "schema_migrations") == 1
+    with psycopg.connect(url) as conn:
+        names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes").fetchall()}
+    assert {
+        "llm_usage_logs_user_created",
+        "llm_usage_logs_model_created",
+        "llm_usage_logs_created",
+    } <= names
+
+
+async def test_concurrent_migrations_apply_once(postgres_url: str) -> None:
+    """Two migrators at once: one applies, the other finds it done (advisory lock)."""
+    url = fresh_database(postgres_url, "mig")
+    results = await asyncio.gather(db.migrate(url), db.migrate(url))
+    assert sorted(results) == [[], ["0001"]]
+
+
+def test_records_round_trip_through_the_stream_encoding() -> None:
+    """encode → decode keeps every field and numbers rows by entry id and index."""
+    records = [rec(), rec(success=False, error_message="HTTP 500", cost=Decimal(0))]
+    rows = usage.decode("1-0", usage.encode(records))
+    assert [r[0] for r in rows] == ["1-0:0", "1-0:1"]
+    first = dict(zip(usage.COLUMNS, rows[0], strict=True))
+    assert first["cost"] == Decimal("0.0006") and first["created_at"] == records[0].created_at
+    assert dict(zip(usage.COLUMNS, rows[1], strict=True))["error_message"] == "HTTP 500"
+
+
+@pytest.mark.parametrize(
+    ("model", "tokens", "expected"),
+    [
+        ("deepseek-chat", (1_000_000, 0), (Decimal("2.00000000"), "CNY")),
+        ("deepseek-chat", (0, 1_000_000), (Decimal("8.00000000"), "CNY")),
+        ("deepseek-reasoner", (1000, 500), (Decimal("0.01200000"), "CNY")),
+        ("glm-4.5-flash", (5000, 5000), (Decimal("0E-8"), "CNY")),
+        ("unknown-model", (10, 10), (Decimal(0), "CNY")),
+    ],
+)
+def test_cost_from_price_table(
+    model: str, tokens: tuple[int, int], expected: tuple[Decimal, str]
+) -> None:
+    """cost() = input × input price + output × output price, per million tokens."""
+    assert cost(model, *tokens) == expected
+
+
+def test_cost_uses_a_given_price_table() -> None:
+    """A custom table (settings' `prices`) overrides prices and currency."""
+    table: dict[str, dict[str, float | str]] = {"m": {"input": 1.5, "output": 3, "currency": "USD"}}
+    assert cost("m", 2_000_000, 1_000_000, prices=table) == (Decimal("6.00000000"), "USD")
+
+
+async def test_append_is_one_stream_entry_per_batch(redis: RedisPort) -> None:
+    """Three records go out in one XADD; nothing is sent for an empty batch."""
+    assert await usage.append(redis, []) is None
+    await usage.append(redis, [rec(), rec(), rec()])
+    assert await usage.pending(redis) == 1
+
+
+async def test_drain_copies_rows_and_removes_entries(redis: RedisPort, pg: str) -> None:
+    """drain writes every record with its fields and empties the stream."""
+    await usage.append(redis, [rec(), rec(success=False, error_message="boom")])
+    await usage.append(redis, [rec(user_id="u2", is_stream=True)])
+    assert await usage.drain(redis, pg) == 3
+    assert await usage.pending(redis) == 0
+    with psycopg.connect(pg) as conn:
+        rows = conn.execute(
+            "SELECT user_id, success, error_message, is_stream, cost, total_tokens"
+            " FROM llm_usage_logs ORDER BY source_id"
+        ).fetchall()
+    assert rows == [
+        ("u1", True, None, False, Decimal("0.00060000"), 150),
+        ("u1", False, "boom", False, Decimal("0.00060000"), 150),
+        ("u2", True, None, True, Decimal("0.00060000"), 150),
+    ]
+    assert await usage.drain(redis, pg) == 0
+
+
+async def test_drain_works_in_batches(redis: RedisPort, pg: str) -> None:
+    """More entries than `batch` are flushed over several transactions in one call."""
+    for _ in range(7):
+        await usage.append(redis, [rec()])
+    assert await usage.drain(redis, pg, batch=3) == 7
+    assert count(pg) == 7 and await usage.pending(redis) == 0
+
+
+async def test_drain_is_idempotent_after_commit_without_delete(redis: RedisPort, pg: str) -> None:
+    """Rows committed but entry not deleted (crash): the next drain inserts nothing twice."""
+    await usage.append(redis, [rec(), rec()])
+    entries = await redis.execute("XRANGE", keys.usage_stream(), "-", "+")
+    _, rows = usage._rows_of(entries)
+    async with await db.connect(pg) as conn:
+        assert await usage._insert(conn, rows) == 2  # committed; XDEL never happened
+    assert await usage.pending(redis) == 1
+    assert await usage.drain(redis, pg) == 0
+    assert count(pg) == 2 and await usage.pending(redis) == 0
+
+
+async def test_drain_skips_while_another_holds_the_lock(redis: RedisPort, pg: str) -> None:
+    """A concurrent drain (lock held) returns 0 and leaves the entries for the holder."""
+    await usage.append(redis, [rec()])
+    await redis.execute("SET", keys.usage_drain_lock(), "other", "PX", 10_000)
+    assert await usage.drain(redis, pg) == 0
+    assert await usage.pending(redis) == 1
+    assert await redis.execute("GET", keys.usage_drain_lock()) == "other"
+
+
+async def test_undecodable_entry_is_logged_and_dropped(
+    redis: RedisPort, pg: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupt entry does not block the others; it is logged with its content."""
+    await redis.execute("XADD", keys.usage_stream(), "*", "rows", "not json")
+    await usage.append(redis, [rec()])
+    with caplog.at_level(logging.ERROR, "lib.usage"):
+        assert await usage.drain(redis, pg) == 1
+    assert "undecodable" in caplog.text and "not json" in caplog.text
+    assert await usage.pending(redis) == 0
+
+
+async def test_rows_arrive_after_postgres_comes_back(redis: RedisPort, tmp_path: Path) -> None:
+    """Postgres stopped: drain fails, entries stay; restarted: every row arrives."""
+    server = EmbeddedPostgres(data_dir=tmp_path / "pg")
+    url = server.start()
+    try:
+        await db.migrate(url)
+        await usage.append(redis, [rec(), rec(success=False)])
+        server.stop()
+        await usage.append(redis, [rec(user_id="u3")])
+        with pytest.raises(ServiceUnavailable):
+            await usage.drain(redis, url)
+        assert await usage.pending(redis) == 2
+        assert await redis.execute("EXISTS", keys.usage_drain_lock()) == 0  # released
+        url = server.start()
+        assert await usage.drain(redis, url) == 3
+        assert count(url) == 3 and await usage.pending(redis) == 0
+    finally:
+        server.stop()
+
+
+async def test_usage_for_user_groups_by_day_model_template(redis: RedisPort, pg: str) -> None:
+    """A user's usage: tokens and cost summed by day, model and template; others excluded."""
+    today = datetime.now(UTC)
+    yesterday = today - timedelta(days=1)
+    await usage.append(
+        redis,
+        [
+            rec(created_at=today),
+            rec(created_at=today, input_tokens=10, output_tokens=5, total_tokens=15),
+            rec(created_at=today, template="job_match", model="glm-4.5"),
+            rec(created_at=yesterday),
+            rec(created_at=today - timedelta(days=40)),
+            rec(user_id="someone-else", created_at=today),
+        ],
+    )
+    await usage.drain(redis, pg)
+    buckets = await usage.usage_for_user(pg, "u1", days=30)
+    summary = [(b.day, b.model, b.template, b.calls, b.total_tokens, b.cost) for b in buckets]
+    assert summary == [
+        (yesterday.date(), "deepseek-chat", "job_summary", 1, 150, Decimal("0.00060000")),
+        (today.date(), "deepseek-chat", "job_summary", 2, 165, Decimal("0.00120000")),
+        (today.date(), "glm-4.5", "job_match", 1, 150, Decimal("0.00060000")),
+    ]
+    assert [b.day for b in await usage.usage_for_user(pg, "u1", days=1)] == [today.date()] * 2
+
+
+async def test_usage_summary_per_model(redis: RedisPort, pg: str) -> None:
+    """Operator summary: calls, success rate, tokens, cost and latency percentiles per model."""
+    records = [rec(latency_ms=ms) for ms in range(10, 110, 10)]
+    records += [rec(success=False, latency_ms=1000), rec(provider="zhipu", model="glm-4.5")]
+    await usage.append(redis, records)
+    await usage.drain(redis, pg)
+    summary = {s.model: s for s in await usage.usage_summary(pg, days=1)}
+    ds = summary["deepseek-chat"]
+    assert (ds.calls, ds.successes, ds.total_tokens) == (11, 10, 1650)
+    assert ds.success_rate == pytest.approx(10 / 11)
+    assert ds.p50_latency_ms == pytest.approx(60.0)
+    assert ds.p95_latency_ms == pytest.approx(550.0)
+    assert ds.cost == Decimal("0.00660000")
+    assert summary["glm-4.5"].provider == "zhipu" and summary["glm-4.5"].calls == 1
+
+
+async def test_queries_raise_service_unavailable_when_postgres_is_down(tmp_path: Path) -> None:
+    """A query against an unreachable database is a 503-class error, not a crash."""
+    url = f"postgresql://nobody@/postgres?host={tmp_path}&connect_timeout=1"
+    with pytest.raises(ServiceUnavailable):
+        await usage.usage_summary(url)

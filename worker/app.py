@@ -81,6 +81,8 @@ def create_app(
             from worker.llm import LLMRunner
 
             state["runner"] = LLMRunner(settings, state["redis"])
+            # Pay LangChain's import (about 1 s) at start-up, not on the first task.
+            import langchain_openai  # noqa: F401
         if state["verifier"] is None:
             state["verifier"] = _verifier(settings)
         try:

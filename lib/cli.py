@@ -1,0 +1,233 @@
+"""The `slotline` command: dev, doctor, token, quota grant/balance, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from lib.settings import Settings, secret
+
+logger = logging.getLogger("slotline")
+
+DEFAULT_DEV_PORT = 8000
+DEFAULT_TOKEN_TTL_S = 86_400
+
+
+class CliError(Exception):
+    """A failure the user can act on: printed as one line on stderr, exit status 1."""
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def _stack_file(settings: Settings) -> dict[str, Any] | None:
+    from lib.local.stack import read_stack_file
+
+    return read_stack_file(Path(settings.state_dir))
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the local stack until Ctrl-C or SIGTERM; print one `ready` line once all answer."""
+    from lib.local.stack import LocalStack, check_health
+
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stack = LocalStack(
+        settings,
+        port=args.port,
+        redis_mode=args.redis,
+        state_dir=Path(settings.state_dir),
+        time_scale=settings.qstash_time_scale,
+    )
+    try:
+        try:
+            info = stack.start()
+            check_health(info)
+        except RuntimeError as exc:
+            raise CliError(str(exc)) from exc
+        if not stopping.is_set():
+            _out(f"ready app={info.app_url} qstash={info.qstash_url}")
+        stopping.wait()
+        logger.info("stopping the local stack")
+    finally:
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    """Print each part's mode and every missing setting; exit 1 when a setting contradicts."""
+    from lib.doctor import diagnose, render
+
+    parts = diagnose(settings)
+    _out(render(parts, stack=_stack_file(settings)))
+    return 1 if any(part.problems for part in parts) else 0
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a bearer token for USER signed with APP_SECRET (or the local stack's secret)."""
+    from lib.auth import app_secret, issue_token
+
+    if args.ttl <= 0:
+        raise CliError("--ttl must be a positive number of seconds")
+    try:
+        token = issue_token(app_secret(settings), args.user, args.ttl)
+    except ValueError as exc:
+        raise CliError(f"{exc}: use letters, digits and _.@+- (not starting with trial-)") from exc
+    _out(token)  # the one intended secret on stdout: the caller asked for it
+    return 0
+
+
+def _redis_url_or_port(settings: Settings) -> Any:
+    """The Redis the settings name, else the running local stack's embedded Valkey."""
+    from lib.redis_factory import create_redis
+
+    if settings.redis_mode() != "embedded":
+        return create_redis(settings)
+    stack = _stack_file(settings)
+    if stack is None or not stack.get("redis_url"):
+        raise CliError(
+            "no Redis: set REDIS_URL (or UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN), "
+            f"or start `slotline dev` (state folder {settings.state_dir})"
+        )
+    return create_redis(settings.model_copy(update={"redis_url": stack["redis_url"]}))
+
+
+async def _quota(settings: Settings, user: str, amount: int | None) -> int:
+    import httpx
+    from redis.exceptions import RedisError
+
+    from lib import quota
+    from lib.redisport import RedisReplyError
+
+    redis = _redis_url_or_port(settings)
+    try:
+        if amount is None:
+            return await quota.balance(redis, user)
+        return await quota.grant(redis, user, amount)
+    except (RedisReplyError, RedisError, httpx.HTTPError, OSError) as exc:
+        raise CliError(f"Redis refused or is unreachable: {type(exc).__name__}: {exc}") from exc
+    finally:
+        await redis.aclose()
+
+
+def cmd_quota(args: argparse.Namespace, settings: Settings) -> int:
+    """`quota grant USER AMOUNT` / `quota balance USER`: print the (new) balance."""
+    import asyncio
+
+    from lib.auth import valid_user_id
+
+    if not valid_user_id(args.user):
+        raise CliError(f"invalid user id {args.user!r}")
+    amount: int | None = None
+    if args.quota_command == "grant":
+        if args.amount <= 0:
+            raise CliError("AMOUNT must be a positive whole number")
+        amount = args.amount
+    _out(str(asyncio.run(_quota(settings, args.user, amount))))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Apply migrations to DATABASE_URL, or to the running local stack's Postgres."""
+    import asyncio
+
+    import psycopg
+
+    from lib.db import migrate
+
+    url = secret(settings.database_url)
+    if not url:
+        stack = _stack_file(settings)
+        url = stack.get("database_url") if stack else None
+    if not url:
+        raise CliError("no database: set DATABASE_URL or start `slotline dev`")
+    try:
+        applied = asyncio.run(migrate(url))
+    except psycopg.Error as exc:
+        raise CliError(f"migration failed: {type(exc).__name__}: {exc}") from exc
+    _out(f"applied {', '.join(applied)}" if applied else "up to date")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="slotline", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO on stderr")
+    parser.add_argument("--state-dir", type=Path, help="local stack state folder (.slotline)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the whole stack locally on loopback")
+    dev.add_argument("--port", type=int, default=DEFAULT_DEV_PORT, help="the app's port")
+    dev.add_argument("--redis", choices=["tcp", "rest"], default="tcp", help="Redis adapter")
+    dev.set_defaults(func=cmd_dev)
+
+    doctor = sub.add_parser("doctor", help="show modes and missing settings")
+    doctor.set_defaults(func=cmd_doctor)
+
+    token = sub.add_parser("token", help="print a bearer token for USER")
+    token.add_argument("user")
+    token.add_argument("--ttl", type=int, default=DEFAULT_TOKEN_TTL_S, help="seconds")
+    token.set_defaults(func=cmd_token)
+
+    quota = sub.add_parser("quota", help="user balances")
+    quota_sub = quota.add_subparsers(dest="quota_command", required=True)
+    grant = quota_sub.add_parser("grant", help="add AMOUNT to USER's balance")
+    grant.add_argument("user")
+    grant.add_argument("amount", type=int)
+    grant.set_defaults(func=cmd_quota)
+    balance = quota_sub.add_parser("balance", help="print USER's balance")
+    balance.add_argument("user")
+    balance.set_defaults(func=cmd_quota)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, settings: Settings | None = None) -> int:
+    """Run one subcommand.
+
+    Args:
+        argv: the arguments (default `sys.argv[1:]`).
+        settings: the settings to use (default: read from the environment and `.env`).
+
+    Returns:
+        The exit status: 0 on success, 1 on a reported failure.
+    """
+    args = build_parser().parse_args(argv)
+    # pgserver warns when XDG_RUNTIME_DIR is unset (containers); harmless here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings = settings or Settings()
+    if args.state_dir is not None:
+        settings = settings.model_copy(update={"state_dir": args.state_dir})
+    try:
+        status: int = args.func(args, settings)
+    except CliError as exc:
+        sys.stderr.write(f"slotline {args.command}: {exc}\n")
+        return 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,6 +18,8 @@ if redis.call('EXISTS', KEYS[3]) == 0 then
 end
 local lease_until = now + tonumber(ARGV[3])
 if KEYS[4] then
+  -- Leases of attempts whose server died (and whose message is gone) must not hold a slot.
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
   local parallelism = tonumber(ARGV[4])
   if parallelism > 0 and redis.call('ZCARD', KEYS[4]) >= parallelism then
     -- Keep the original score so the waitlist stays in publish order.

@@ -1,0 +1,293 @@
+"""The delivery loop: claim due messages, send signed requests, retry, dead-letter, call back."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+
+import httpx
+
+from lib.local.qstash.message import Message, PublishRequest, new_message_id
+from lib.local.qstash.signing import sign
+from lib.local.qstash.store import QStashStore
+from lib.local.qstash.wire import WireError, default_backoff_s, eval_retry_delay_ms, retry_after_s
+
+logger = logging.getLogger(__name__)
+
+LEASE_MARGIN_S = 30.0
+RECLAIM_EVERY_S = 1.0
+MAX_RESPONSE_BODY = 64 * 1024
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds (shared by every server on the same Redis)."""
+    return int(time.time() * 1000)
+
+
+class Attempt:
+    """What one delivery attempt got back: a response, or a transport error (status 0)."""
+
+    def __init__(self, status: int, headers: httpx.Headers, body: bytes, error: str = "") -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.error = error
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def non_retryable(self) -> bool:
+        flag = self.headers.get("upstash-nonretryable-error", "")
+        return self.status == 489 and flag.strip().lower() == "true"
+
+    def multi_headers(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name, value in self.headers.multi_items():
+            out.setdefault(name, []).append(value)
+        return out
+
+
+class Deliverer:
+    """Runs in the server's event loop; every decision is settled in Redis by a script."""
+
+    def __init__(
+        self,
+        store: QStashStore,
+        *,
+        signing_key: str,
+        time_scale: float = 1.0,
+        max_in_flight: int = 64,
+        poll_s: float = 0.05,
+    ) -> None:
+        self.store = store
+        self.signing_key = signing_key
+        self.time_scale = time_scale
+        self.max_in_flight = max_in_flight
+        self.poll_s = poll_s
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._last_reclaim = 0.0
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Look at the due set now (a message was published or a slot freed)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Start the loop in the running event loop."""
+        self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        self._loop_task = asyncio.create_task(self._run(), name="lqs-delivery")
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop claiming; let attempts under way finish for `grace_s`, then release the rest."""
+        # A flag, not cancel(): a cancellation that lands inside a Redis call can be lost.
+        self._stopping = True
+        self.wake()
+        if self._loop_task is not None:
+            done, _ = await asyncio.wait({self._loop_task}, timeout=2.0)
+            if not done:
+                self._loop_task.cancel()
+                await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                busy = await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("delivery loop tick failed")
+                busy = False
+                await asyncio.sleep(0.5)
+            if busy or self._stopping:
+                continue
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        timeout = self.poll_s
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        next_due = await self.store.next_due_ms()
+        if next_due is not None:
+            timeout = min(timeout, max(0.0, (next_due - now_ms()) / 1000))
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        self._wake.clear()
+
+    async def _tick(self) -> bool:
+        """Claim and start what is due; True when there may be more right away."""
+        if time.monotonic() - self._last_reclaim > RECLAIM_EVERY_S:
+            self._last_reclaim = time.monotonic()
+            await self._reclaim()
+        capacity = self.max_in_flight - len(self._tasks)
+        if capacity <= 0:
+            return False
+        now = now_ms()
+        due = await self.store.due_messages(now, capacity)
+        started = 0
+        for msg in due:
+            if self._stopping:
+                break
+            lease_ms = int((msg.timeout_s + LEASE_MARGIN_S) * 1000)
+            claim = await self.store.claim(msg, now_ms=now, lease_ms=lease_ms)
+            if claim.status != "claimed":
+                continue
+            msg.retried = claim.retried
+            task = asyncio.create_task(self._deliver(msg), name=f"lqs-deliver-{msg.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+            started += 1
+        return len(due) == capacity and started > 0
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.wake()
+
+    async def _reclaim(self) -> None:
+        now = now_ms()
+        for message_id in await self.store.expired_leases(now):
+            msg = await self.store.get(message_id) or Message(id=message_id, url="")
+            if await self.store.settle(msg, "reclaim", now_ms=now, due_ms=now) == 1:
+                logger.warning("message %s: lease expired, redelivering", message_id)
+
+    async def _deliver(self, msg: Message) -> None:
+        try:
+            attempt = await self._attempt(msg)
+            await self._settle(msg, attempt)
+        except asyncio.CancelledError:
+            # The server is stopping: hand the message back, so the next server delivers it.
+            await self.store.settle(msg, "release", now_ms=now_ms(), due_ms=now_ms())
+            raise
+        except Exception:
+            logger.exception("message %s: settling the attempt failed", msg.id)
+
+    async def _attempt(self, msg: Message) -> Attempt:
+        assert self._http is not None
+        headers = dict(msg.headers)
+        if msg.content_type:
+            headers["Content-Type"] = msg.content_type
+        headers.update(
+            {
+                "Upstash-Signature": sign(self.signing_key, url=msg.url, body=msg.body),
+                "Upstash-Message-Id": msg.id,
+                "Upstash-Retried": str(msg.retried),
+                "Upstash-Caller-Ip": msg.caller_ip,
+                "User-Agent": "Upstash-QStash",
+            }
+        )
+        try:
+            response = await self._http.request(
+                msg.method,
+                msg.url,
+                content=msg.body or None,
+                headers=headers,
+                timeout=msg.timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            logger.info("message %s: attempt %d failed: %r", msg.id, msg.retried, exc)
+            return Attempt(0, httpx.Headers(), b"", error=repr(exc))
+        return Attempt(response.status_code, response.headers, response.content[:MAX_RESPONSE_BODY])
+
+    async def _settle(self, msg: Message, attempt: Attempt) -> None:
+        now = now_ms()
+        if attempt.ok:
+            await self.store.settle(msg, "done", now_ms=now)
+            logger.debug("message %s delivered (status %d)", msg.id, attempt.status)
+            if msg.callback:
+                await self._call_back(msg.callback, msg, attempt, msg.callback_headers)
+            return
+        if not attempt.non_retryable and msg.retried < msg.max_retries:
+            delay_s = self._retry_delay_s(msg, attempt)
+            due = now + int(delay_s * 1000)
+            await self.store.settle(msg, "retry", now_ms=now, due_ms=due, retried=msg.retried + 1)
+            logger.info(
+                "message %s: status %d, retry %d in %.3f s",
+                msg.id,
+                attempt.status,
+                msg.retried + 1,
+                delay_s,
+            )
+            return
+        dlq_id = await self.store.dead_letter(
+            msg,
+            now_ms=now,
+            status=attempt.status,
+            headers=attempt.multi_headers(),
+            body=attempt.body or attempt.error.encode(),
+        )
+        logger.warning("message %s dead-lettered (status %d)", msg.id, attempt.status)
+        if dlq_id is not None and msg.failure_callback:
+            await self._call_back(
+                msg.failure_callback, msg, attempt, msg.failure_callback_headers, dlq_id=dlq_id
+            )
+
+    def _retry_delay_s(self, msg: Message, attempt: Attempt) -> float:
+        """Scaled delay before the next attempt: the response's ask, the expression, or backoff."""
+        delay = retry_after_s(attempt.headers, time.time())
+        if delay is None and msg.retry_delay:
+            try:
+                delay = eval_retry_delay_ms(msg.retry_delay, msg.retried) / 1000
+            except WireError:
+                delay = None
+        if delay is None:
+            delay = default_backoff_s(msg.retried + 1)
+        return delay * self.time_scale
+
+    async def _call_back(
+        self,
+        url: str,
+        msg: Message,
+        attempt: Attempt,
+        headers: dict[str, str],
+        *,
+        dlq_id: str = "",
+    ) -> None:
+        """Publish a (failure) callback as a message of its own, signed and retried."""
+        payload = {
+            "status": attempt.status,
+            "header": attempt.multi_headers(),
+            "body": base64.b64encode(attempt.body).decode(),
+            "retried": msg.retried,
+            "maxRetries": msg.max_retries,
+            "sourceMessageId": msg.id,
+            "url": msg.url,
+            "method": msg.method,
+            "sourceHeader": {k: [v] for k, v in msg.headers.items()},
+            "sourceBody": base64.b64encode(msg.body).decode(),
+            "notBefore": msg.not_before_ms,
+            "createdAt": msg.created_at_ms,
+            "callerIP": msg.caller_ip,
+        }
+        if dlq_id:
+            payload["dlqId"] = dlq_id
+        now = now_ms()
+        callback = Message(
+            id=new_message_id(),
+            url=url,
+            body=json.dumps(payload).encode(),
+            content_type="application/json",
+            headers=dict(headers),
+            not_before_ms=now,
+            created_at_ms=now,
+            caller_ip=msg.caller_ip,
+        )
+        await self.store.publish(PublishRequest(callback, now, None))
+        self.wake()

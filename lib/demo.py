@@ -103,30 +103,45 @@ async def follow(client: httpx.AsyncClient, events_url: str, headers: dict[str, 
         request_headers = {**headers, "Accept": "text/event-stream"}
         if outcome.last_id:
             request_headers["Last-Event-ID"] = outcome.last_id
-        async with client.stream("GET", events_url, headers=request_headers) as response:
-            if response.status_code != 200:
-                await response.aread()
-                raise DemoError(f"events: HTTP {response.status_code} {response.text}")
-            async for event in sse_events(response):
-                outcome.last_id = event.id or outcome.last_id
-                if event.type == "token":
-                    outcome.tokens += 1
-                    _write(str(event.data.get("text", "")))
-                elif event.type == "started":
-                    _write(f"[started on {event.data.get('model')}]\n")
-                elif event.type == "restart":
-                    _write("\n[restarted: a new attempt streams from the start]\n")
-                elif event.type == "result":
-                    outcome.result = event.data
-                elif event.type == "done":
-                    outcome.done = event.data if isinstance(event.data, dict) else {}
-                    _write("\n")
-                    return outcome
-                elif event.type == "error":
-                    raise DemoError(f"task failed: {event.data}")
-                elif event.type == "cancelled":
-                    raise DemoError("task was cancelled")
+        try:
+            done = await _read_once(client, events_url, request_headers, outcome)
+        except httpx.TransportError as exc:
+            # A cut stream is resumed from the last event id, like any SSE client would.
+            logger.warning("event stream cut (%s); resuming", type(exc).__name__)
+            continue
+        if done:
+            return outcome
     raise DemoError(f"the event stream did not end after {MAX_RECONNECTS} connections")
+
+
+async def _read_once(
+    client: httpx.AsyncClient, events_url: str, headers: dict[str, str], outcome: Outcome
+) -> bool:
+    """One SSE connection; True once the terminal event arrived."""
+    async with client.stream("GET", events_url, headers=headers) as response:
+        if response.status_code != 200:
+            await response.aread()
+            raise DemoError(f"events: HTTP {response.status_code} {response.text}")
+        async for event in sse_events(response):
+            outcome.last_id = event.id or outcome.last_id
+            if event.type == "token":
+                outcome.tokens += 1
+                _write(str(event.data.get("text", "")))
+            elif event.type == "started":
+                _write(f"[started on {event.data.get('model')}]\n")
+            elif event.type == "restart":
+                _write("\n[restarted: a new attempt streams from the start]\n")
+            elif event.type == "result":
+                outcome.result = event.data
+            elif event.type == "done":
+                outcome.done = event.data if isinstance(event.data, dict) else {}
+                _write("\n")
+                return True
+            elif event.type == "error":
+                raise DemoError(f"task failed: {event.data}")
+            elif event.type == "cancelled":
+                raise DemoError("task was cancelled")
+    return False
 
 
 def _model_label(done: dict[str, Any], status: dict[str, Any], settings: Settings) -> str:

@@ -36,7 +36,19 @@ class LLMRunner:
     ) -> None:
         self.settings = settings
         self.policy = RetryPolicy.from_settings(settings)
+        self._owned_http: Any = None
+        if http_async_client is None:
+            # One HTTP client for every model call of this process, closed with the worker.
+            from openai import DefaultAsyncHttpxClient
+
+            http_async_client = self._owned_http = DefaultAsyncHttpxClient()
         self.models = ChatModels(timeout=self.policy.timeout_s, http_async_client=http_async_client)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client this runner created."""
+        if self._owned_http is not None:
+            await self._owned_http.aclose()
+            self._owned_http = None
 
     async def run(
         self,

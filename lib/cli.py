@@ -1,4 +1,4 @@
-"""The `slotline` command: dev, doctor, token, quota grant/balance, migrate."""
+"""The `slotline` command: dev, doctor, token, quota grant/balance, migrate, usage."""
 
 from __future__ import annotations
 
@@ -151,17 +151,43 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
     from lib.db import migrate
 
+    url = _database_url(settings)
+    try:
+        applied = asyncio.run(migrate(url))
+    except psycopg.Error as exc:
+        raise CliError(f"migration failed: {type(exc).__name__}: {exc}") from exc
+    _out(f"applied {', '.join(applied)}" if applied else "up to date")
+    return 0
+
+
+def _database_url(settings: Settings) -> str:
+    """DATABASE_URL, or the running local stack's Postgres."""
     url = secret(settings.database_url)
     if not url:
         stack = _stack_file(settings)
         url = stack.get("database_url") if stack else None
     if not url:
         raise CliError("no database: set DATABASE_URL or start `slotline dev`")
-    try:
-        applied = asyncio.run(migrate(url))
-    except psycopg.Error as exc:
-        raise CliError(f"migration failed: {type(exc).__name__}: {exc}") from exc
-    _out(f"applied {', '.join(applied)}" if applied else "up to date")
+    return str(url)
+
+
+def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
+    """Operator summary: calls, success rate, tokens, cost and latency per model."""
+    import asyncio
+
+    from lib.usage import usage_summary
+
+    rows = asyncio.run(usage_summary(_database_url(settings), args.days))
+    header = f"{'provider':<14}{'model':<26}{'calls':>7}{'ok %':>7}{'tokens':>10}"
+    _out(f"{header}{'cost':>12}{'p50 ms':>9}{'p95 ms':>9}")
+    for r in rows:
+        _out(
+            f"{r.provider:<14}{r.model:<26}{r.calls:>7}{r.success_rate * 100:>7.1f}"
+            f"{r.total_tokens:>10}{float(r.cost):>8.4f} {r.currency:<3}"
+            f"{r.p50_latency_ms:>9.0f}{r.p95_latency_ms:>9.0f}"
+        )
+    if not rows:
+        _out(f"no LLM calls in the last {args.days} days")
     return 0
 
 
@@ -197,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(func=cmd_migrate)
+
+    usage = sub.add_parser("usage", help="operator summary of LLM calls per model")
+    usage.add_argument("--days", type=int, default=7, help="period in days")
+    usage.set_defaults(func=cmd_usage)
     return parser
 
 

@@ -245,3 +245,36 @@ def test_deploy_app_builds_without_network(clean_env: Path) -> None:
     assert deploy_missing(full) == []
     assert isinstance(create_deploy_app(full), Starlette)
     assert not clean_env.exists()  # no local secret file was written
+
+
+def test_usage_summary_prints_calls_per_model(
+    clean_env: Path, postgres_url: str, valkey_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`slotline usage` shows each model's calls, success rate and cost from Postgres."""
+    import asyncio
+    from decimal import Decimal
+
+    from lib.redis_tcp import TcpRedis
+    from lib.usage import UsageRecord, append, drain
+
+    configured = settings(clean_env, database_url=SecretStr(postgres_url))
+    assert main(["migrate"], settings=configured) == 0
+    model = f"m-{uuid.uuid4().hex[:8]}"
+
+    async def log_two_calls() -> None:
+        redis = TcpRedis.from_url(valkey_url)
+        rows = [
+            UsageRecord(user_id="op", service_id="s", template="job_match", provider="offline",
+                        model=model, total_tokens=30, cost=Decimal("0.5"), success=ok)
+            for ok in (True, False)
+        ]  # fmt: skip
+        await append(redis, rows)
+        await drain(redis, postgres_url)
+        await redis.aclose()
+
+    asyncio.run(log_two_calls())
+    capsys.readouterr()
+    assert main(["usage", "--days", "1"], settings=configured) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if model in x)
+    assert line.split()[2:5] == ["2", "50.0", "60"]
+    assert "1.0000 CNY" in line

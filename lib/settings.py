@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     user_lock_ttl_s: int = 7200
 
     # Worker.
+    # Build the LLM runner (and import LangChain) at start-up instead of on the first task:
+    # right for long-lived processes (`slotline dev`), wrong for serverless cold starts.
+    worker_preload_llm: bool = False
     lease_ms: int = 30_000
     start_retry_after_s: int = 2
     worker_time_limit_s: float = 280.0

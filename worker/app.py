@@ -77,12 +77,11 @@ def create_app(
             client = create_redis(settings)
             state["redis"] = client
             owned.append(client)
-        if state["runner"] is None:
-            from worker.llm import LLMRunner
-
-            state["runner"] = LLMRunner(settings, state["redis"])
-            # Pay LangChain's import (about 1 s) at start-up, not on the first task.
-            import langchain_openai  # noqa: F401
+        if state["runner"] is None and settings.worker_preload_llm:
+            # Long-lived processes pay LangChain's import (~1 s) at start-up. Serverless
+            # ones don't: the combined app also serves the producer, whose cold start
+            # must stay free of the LLM layer; the first delivery builds the runner.
+            llm_runner()
         if state["verifier"] is None:
             state["verifier"] = _verifier(settings)
         try:
@@ -93,6 +92,14 @@ def create_app(
             closer = getattr(state["runner"], "aclose", None)
             if closer is not None:
                 await closer()
+
+    def llm_runner() -> Runner:
+        if state["runner"] is None:
+            from worker.llm import LLMRunner
+
+            state["runner"] = LLMRunner(settings, state["redis"])
+            import langchain_openai  # noqa: F401  (built on the first chat model otherwise)
+        return state["runner"]  # type: ignore[no-any-return]
 
     async def verified_body(request: Request) -> bytes:
         body = await request.body()
@@ -117,7 +124,7 @@ def create_app(
             message_id=request.headers.get("upstash-message-id", ""),
             redis=state["redis"],
             settings=settings,
-            runner=state["runner"],
+            runner=llm_runner(),
         )
         response = _reply(reply)
         if reply.status == 200 and settings.database_url is not None:

@@ -80,10 +80,14 @@ async def renewed(
 ) -> AsyncIterator[None]:
     """Renew the lease every third of its length; cancel `work` if the lease is lost."""
     interval = store.settings.lease_ms / 3000
+    stopped = asyncio.Event()
 
     async def loop() -> None:
-        while True:
+        # Ends on the flag too: a cancel racing a Redis reply can be swallowed on 3.11.
+        while not stopped.is_set():
             await asyncio.sleep(interval)
+            if stopped.is_set():
+                return
             if not await store.renew(msg, lease, now_ms()):
                 logger.warning("task %s lost its lease; stopping this attempt", msg.task_id)
                 work.cancel(LeaseLost.__name__)
@@ -93,6 +97,7 @@ async def renewed(
     try:
         yield
     finally:
+        stopped.set()
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewer

@@ -30,6 +30,7 @@ class TokenBatcher:
         self._last = 0.0
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
+        self._closed = False
         self.writes = 0
         self.chars = 0
 
@@ -38,6 +39,9 @@ class TokenBatcher:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # The flag ends the timer even if its cancellation is swallowed (on 3.11 a
+        # `wait_for` inside the Redis client can eat a cancel that races completion).
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -79,7 +83,7 @@ class TokenBatcher:
         return time.monotonic() - self._last
 
     async def _tick(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(self._flush_s)
             if self._parts and self._age() >= self._flush_s:
                 await self.flush()

@@ -211,6 +211,7 @@ class LocalStack:
                 "database_url": SecretStr(database_url),
                 "offline_model_url": offline_url,
                 "state_dir": self.state_dir,
+                "worker_preload_llm": True,
             }
         )
         from lib.asgi import create_app

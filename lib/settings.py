@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     sse_max_seconds: float = 25.0
     sse_heartbeat_s: float = 10.0
     sse_retry_ms: int = 1000
+    # A live SSE reader reads at most once per this interval (token batches coalesce).
+    sse_min_read_interval_ms: int = 50
     longpoll_max_wait_s: float = 20.0
     events_ttl_s: int = 86_400
     task_ttl_s: int = 7 * 86_400

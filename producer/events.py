@@ -53,14 +53,28 @@ def _after(value: str | None) -> str:
 class _Reader:
     """Reads a stream after a moving cursor: blocking on TCP, adaptive polling on REST."""
 
-    def __init__(self, redis: RedisPort, key: str, after: str) -> None:
+    def __init__(
+        self, redis: RedisPort, key: str, after: str, *, min_interval_s: float = 0.0
+    ) -> None:
         self.redis = redis
         self.key = key
         self.after = after
         self._poll_s = POLL_MIN_S
+        self._min_interval_s = min_interval_s
+        self._last_hit = 0.0
 
     async def next(self, wait_s: float) -> list[events.Event]:
-        """Events after the cursor, waiting up to `wait_s` for the first one."""
+        """Events after the cursor, waiting up to `wait_s` for the first one.
+
+        After a read that returned events, the next one waits until `min_interval_s`
+        has passed: a live stream is then read at most once per interval (token
+        batches coalesce; each read is a billed command), while the first event of
+        a quiet stream still arrives as soon as it is written.
+        """
+        gap = self._last_hit + self._min_interval_s - time.monotonic()
+        if gap > 0 and wait_s > gap:
+            await asyncio.sleep(gap)
+            wait_s -= gap
         if self.redis.kind == "tcp" and wait_s > 0:
             block_ms = max(1, int(wait_s * 1000))
             batch = await events.read(
@@ -78,6 +92,7 @@ class _Reader:
         if batch:
             self.after = batch[-1].id
             self._poll_s = POLL_MIN_S
+            self._last_hit = time.monotonic()
         return batch
 
 
@@ -129,7 +144,9 @@ async def stream(request: Request) -> Response:
         request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     )
     located = await _locate(redis, task_id, user_id)
-    reader = _Reader(redis, located.key, after)
+    reader = _Reader(
+        redis, located.key, after, min_interval_s=settings.sse_min_read_interval_ms / 1000
+    )
     return StreamingResponse(
         _sse(reader, located.finished, settings),
         media_type="text/event-stream",

@@ -246,3 +246,30 @@ async def test_cancelled_task_stream_ends(app: Any) -> None:
         await client.delete(f"/api/tasks/{task_id}")
         resp = await client.get(f"/api/tasks/{task_id}/events")
     assert [m["event"] for m in _data_events(parse_sse(resp.text))] == ["queued", "cancelled"]
+
+
+async def test_live_reader_coalesces_reads(redis: RedisPort) -> None:
+    """A live reader reads at most once per interval: 30 writes in ~0.3 s take ≤ 9 reads."""
+    import asyncio as _asyncio
+
+    from lib.events import append
+    from producer.events import _Reader
+
+    key = "cs:events:u:s:coalesce"
+    reader = _Reader(redis, key, "0-0", min_interval_s=0.05)
+
+    async def writer() -> None:
+        for i in range(30):
+            await append(redis, key, "token", {"text": str(i)}, ttl_s=60)
+            await _asyncio.sleep(0.01)
+
+    task = _asyncio.create_task(writer())
+    seen: list[str] = []
+    reads = 0
+    while len(seen) < 30:
+        batch = await reader.next(1.0)
+        reads += 1
+        seen.extend(e.data["text"] for e in batch)
+    await task
+    assert seen == [str(i) for i in range(30)]
+    assert reads <= 9

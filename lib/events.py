@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, get_args
 
-from lib.redisport import RedisPort
+from lib.redisport import Arg, RedisPort
 
 EventType = Literal["queued", "started", "token", "restart", "result", "done", "error", "cancelled"]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
@@ -109,15 +109,19 @@ def encode_data(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-async def append(redis: RedisPort, key: str, type: EventType, data: Any, *, ttl_s: int) -> str:
-    """Append one event and refresh the stream's TTL, in one round trip.
+async def append(
+    redis: RedisPort, key: str, type: EventType, data: Any, *, ttl_s: int | None
+) -> str:
+    """Append one event (and refresh the stream's TTL) in one round trip.
 
     Args:
         redis: the Redis port.
         key: the stream key (`keys.events(...)`).
         type: the event type.
         data: a JSON-serializable payload (see the `*Data` TypedDicts).
-        ttl_s: the stream expires this long after its last event.
+        ttl_s: the stream expires this long after its last event; None when the TTL is
+            already set (the worker's token batches: the start script set it, finish
+            refreshes it), which saves a billed command per write.
 
     Returns:
         The new entry's stream id.
@@ -125,12 +129,10 @@ async def append(redis: RedisPort, key: str, type: EventType, data: Any, *, ttl_
     Raises:
         RedisReplyError: Redis refused a command.
     """
-    replies = await redis.pipeline(
-        [
-            ["XADD", key, "*", "type", type, "data", encode_data(data)],
-            ["EXPIRE", key, ttl_s],
-        ]
-    )
+    xadd: list[Arg] = ["XADD", key, "*", "type", type, "data", encode_data(data)]
+    if ttl_s is None:
+        return str(await redis.execute(*xadd))
+    replies = await redis.pipeline([xadd, ["EXPIRE", key, ttl_s]])
     return str(replies[0])
 
 

@@ -272,9 +272,7 @@ class TaskStore:
             NotFound: no such task for this user.
             TaskNotCancellable: it has started or finished.
         """
-        fields = pairs_to_dict(await self.redis.execute("HGETALL", keys.task(task_id)))
-        if not fields or fields.get("user") != user_id:
-            raise NotFound(task_id=task_id)
+        fields = await self._owned(task_id, user_id)
         reply = await run_script(
             self.redis,
             load_script("cancel"),
@@ -302,14 +300,19 @@ class TaskStore:
         Raises:
             NotFound: no such task, or it belongs to someone else.
         """
-        fields = pairs_to_dict(await self.redis.execute("HGETALL", keys.task(task_id)))
-        if not fields or fields.get("user") != user_id:
-            raise NotFound(task_id=task_id)
+        fields = await self._owned(task_id, user_id)
         position = None
         if fields["status"] == "queued":
             rank = await self.redis.execute("ZRANK", keys.queue_waiting(fields["queue"]), task_id)
             position = int(rank) + 1 if rank is not None else None
         return _view(fields, position)
+
+    async def _owned(self, task_id: str, user_id: str) -> dict[str, str]:
+        """The task's fields; NotFound unless it exists and belongs to `user_id`."""
+        fields = pairs_to_dict(await self.redis.execute("HGETALL", keys.task(task_id)))
+        if not fields or fields.get("user") != user_id:
+            raise NotFound(task_id=task_id)
+        return fields
 
     # -- worker ---------------------------------------------------------------------------
 

@@ -17,8 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lib.errors import ConfigError, InvalidSignature
+from lib.errors import ConfigError, InvalidSignature, ServiceUnavailable
 from lib.http_errors import EXCEPTION_HANDLERS, error_body
+from lib.i18n import message
 from lib.messages import TaskMessage
 from lib.qstash_verify import Verifier
 from lib.redisport import RedisPort
@@ -141,8 +142,6 @@ def create_app(
         except (ValueError, binascii.Error, ValidationError):
             return JSONResponse({"status": "ignored"}, status_code=200)
         store = TaskStore(state["redis"], settings)
-        from lib.i18n import message
-
         outcome = Outcome(
             "failed",
             error_code="delivery_failed",
@@ -190,6 +189,6 @@ async def _drain_usage(redis: RedisPort, settings: Settings) -> int:
 
     try:
         return await drain(redis, url)
-    except Exception:
-        logger.warning("usage drain failed; rows stay queued", exc_info=True)
+    except ServiceUnavailable:
+        logger.warning("usage drain: database unavailable; rows stay queued")
         return 0

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lib import keys
+from lib import events, keys
 from lib.errors import SlotlineError
 from lib.i18n import message
 from lib.messages import TaskMessage
@@ -161,7 +161,7 @@ async def deliver(
             async def restart() -> None:
                 batcher.discard()
                 await batcher.flush()
-                await redis.execute("XADD", events_key, "*", "type", "restart", "data", "{}")
+                await events.append(redis, events_key, "restart", {}, ttl_s=None)
 
             work = asyncio.create_task(
                 runner.run(

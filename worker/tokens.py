@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 
-from lib.events import encode_data
+from lib import events
 from lib.redisport import RedisPort
 
 
@@ -68,9 +68,7 @@ class TokenBatcher:
             text = "".join(self._parts)
             self._parts.clear()
             self._size = 0
-            await self._redis.execute(
-                "XADD", self._key, "*", "type", "token", "data", encode_data({"text": text})
-            )
+            await events.append(self._redis, self._key, "token", {"text": text}, ttl_s=None)
             self.writes += 1
             self.chars += len(text)
 

@@ -70,10 +70,6 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class LeaseLost(Exception):
-    """Another attempt took the task over; this one must stop."""
-
-
 @contextlib.asynccontextmanager
 async def renewed(
     store: TaskStore, msg: TaskMessage, lease: StartDecision, work: asyncio.Task[Any]
@@ -90,7 +86,7 @@ async def renewed(
                 return
             if not await store.renew(msg, lease, now_ms()):
                 logger.warning("task %s lost its lease; stopping this attempt", msg.task_id)
-                work.cancel(LeaseLost.__name__)
+                work.cancel("lease lost")
                 return
 
     renewer = asyncio.create_task(loop())

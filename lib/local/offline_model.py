@@ -155,7 +155,12 @@ class OfflineModelApp:
         return JSONResponse({"object": "list", "data": [model]})
 
     async def chat(self, request: Request) -> Response:
-        """`POST /v1/chat/completions`, streaming or not."""
+        """`POST /v1/chat/completions`, streaming or not.
+
+        The configured time to first token counts from the request's arrival, so the
+        baseline's own computing (a few ms) is part of it, as a real model's is.
+        """
+        arrived = time.monotonic()
         try:
             body = await request.json()
         except ValueError:
@@ -171,9 +176,9 @@ class OfflineModelApp:
         if body.get("stream"):
             options = body.get("stream_options") or {}
             include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-            stream = self._stream(result, completion_id, include_usage)
+            stream = self._stream(result, completion_id, include_usage, arrived)
             return StreamingResponse(stream, media_type="text/event-stream")
-        await asyncio.sleep(self.ttft_s + self._pace(result.completion_tokens))
+        await asyncio.sleep(self._ttft_left(arrived) + self._pace(result.completion_tokens))
         message: dict[str, Any] = {"role": "assistant", "content": result.text, "refusal": None}
         if result.tool_name is not None:
             message["content"] = None
@@ -192,11 +197,14 @@ class OfflineModelApp:
             }
         )
 
+    def _ttft_left(self, arrived: float) -> float:
+        return max(0.0, self.ttft_s - (time.monotonic() - arrived))
+
     def _pace(self, tokens: int) -> float:
         return tokens / self.tokens_per_s if self.tokens_per_s else 0.0
 
     async def _stream(
-        self, result: Completion, completion_id: str, include_usage: bool
+        self, result: Completion, completion_id: str, include_usage: bool, arrived: float
     ) -> AsyncIterator[str]:
         created = int(time.time())
 
@@ -214,7 +222,7 @@ class OfflineModelApp:
                 data["usage"] = None
             return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
-        await asyncio.sleep(self.ttft_s)
+        await asyncio.sleep(self._ttft_left(arrived))
         tool = result.tool_name
         if tool is None:
             yield chunk({"role": "assistant", "content": "", "refusal": None})

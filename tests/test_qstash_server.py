@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,8 +29,8 @@ def start_server(valkey_url: str, tcp_redis: TcpRedis) -> Iterator[StartServer]:
     """Start local QStash servers on the flushed Valkey; all stopped at teardown."""
     handles: list[LocalQStashHandle] = []
 
-    def start(time_scale: float = FAST) -> LocalQStashHandle:
-        handle = start_local_qstash(valkey_url, time_scale=time_scale)
+    def start(time_scale: float = FAST, max_in_flight: int = 64) -> LocalQStashHandle:
+        handle = start_local_qstash(valkey_url, time_scale=time_scale, max_in_flight=max_in_flight)
         handles.append(handle)
         return handle
 
@@ -57,6 +59,16 @@ async def client(lqs: LocalQStashHandle) -> AsyncIterator[AsyncQStash]:
     sdk = AsyncQStash(lqs.token, base_url=lqs.url, retry=False)
     yield sdk
     await sdk.http._client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def sdk_for(lqs: LocalQStashHandle) -> AsyncIterator[AsyncQStash]:
+    """The official async SDK for one server, closed on exit."""
+    sdk = AsyncQStash(lqs.token, base_url=lqs.url, retry=False)
+    try:
+        yield sdk
+    finally:
+        await sdk.http._client.aclose()
 
 
 def status_then_ok(
@@ -292,6 +304,42 @@ async def test_flow_control_allows_parallelism(client: AsyncQStash, receiver: Re
         )
     await wait_for(lambda: len(receiver.received) == 6)
     assert receiver.max_active == 3
+
+
+async def test_at_capacity_the_loop_waits_instead_of_polling(
+    start_server: StartServer, tcp_redis: TcpRedis
+) -> None:
+    """With every delivery slot busy and messages due, the loop sleeps until one ends.
+
+    A regression: it used to ask Redis for the next due time, got "now", and spun
+    (tens of thousands of ZRANGE calls per second under load).
+    """
+    lqs = start_server(max_in_flight=1)
+    receiver = Receiver(Verifier(lqs.current_key, lqs.next_key)).start()
+    try:
+        receiver.hold_s["/slow"] = 0.5
+        async with sdk_for(lqs) as sdk:
+            for i in range(3):
+                await sdk.message.publish_json(url=receiver.url("/slow"), body={"i": i})
+            await wait_for(lambda: receiver.active == 1)
+            await tcp_redis.execute("CONFIG", "RESETSTAT")
+            await asyncio.sleep(0.3)  # one delivery held, two due: nothing for the loop to do
+            raw = await tcp_redis.execute("INFO", "commandstats")
+        stats = raw.decode() if isinstance(raw, bytes) else str(raw)
+        calls = sum(
+            int(part.split("=", 1)[1])
+            for line in stats.splitlines()
+            if line.startswith("cmdstat_")
+            and not line.startswith(("cmdstat_info", "cmdstat_config"))
+            for part in line.split(":", 1)[1].split(",")
+            if part.startswith("calls=")
+        )
+        # poll_s is 50 ms: a handful of looks in 300 ms, not thousands.
+        assert calls < 30, stats
+        await wait_for(lambda: len(receiver.at("/slow")) == 3, timeout=5)
+        assert receiver.max_active == 1
+    finally:
+        receiver.stop()
 
 
 async def test_flow_control_rate(client: AsyncQStash, receiver: Receiver) -> None:

@@ -74,7 +74,7 @@ class LocalQStash:
         )
         message_id, duplicate = await self.store.publish(request)
         if not duplicate:
-            self.deliverer.wake()
+            self.deliverer.offer(request.message, request.due_ms)
             logger.debug("published %s to %s", message_id, url)
         return (202 if duplicate else 201), {"messageId": message_id, "deduplicated": duplicate}
 

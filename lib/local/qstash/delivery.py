@@ -81,6 +81,19 @@ class Deliverer:
         """Look at the due set now (a message was published or a slot freed)."""
         self._wake.set()
 
+    def offer(self, msg: Message, due_ms: int) -> None:
+        """A message was just published: if it is due, claim it now, without a scan.
+
+        The claim script decides as it does for the loop (flow control, a claim that
+        raced the loop); a message it holds back stays due and the loop finds it.
+        """
+        if self._stopping or due_ms > now_ms() or len(self._tasks) >= self.max_in_flight:
+            self.wake()
+            return
+        task = asyncio.create_task(self._claim_and_deliver(msg), name=f"lqs-offer-{msg.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
     async def start(self) -> None:
         """Start the loop in the running event loop."""
         self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
@@ -123,9 +136,12 @@ class Deliverer:
         if self._wake.is_set():
             self._wake.clear()
             return
-        next_due = await self.store.next_due_ms()
-        if next_due is not None:
-            timeout = min(timeout, max(0.0, (next_due - now_ms()) / 1000))
+        # At capacity a due message must wait for an attempt to end (its done callback
+        # wakes the loop): asking Redis when the next one is due would spin on "now".
+        if len(self._tasks) < self.max_in_flight:
+            next_due = await self.store.next_due_ms()
+            if next_due is not None:
+                timeout = min(timeout, max(0.0, (next_due - now_ms()) / 1000))
         # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
@@ -146,16 +162,31 @@ class Deliverer:
         for msg in due:
             if self._stopping:
                 break
-            lease_ms = int((msg.timeout_s + LEASE_MARGIN_S) * 1000)
-            claim = await self.store.claim(msg, now_ms=now, lease_ms=lease_ms)
-            if claim.status != "claimed":
+            if not await self._claim(msg, now):
                 continue
-            msg.retried = claim.retried
             task = asyncio.create_task(self._deliver(msg), name=f"lqs-deliver-{msg.id}")
             self._tasks.add(task)
             task.add_done_callback(self._done)
             started += 1
         return len(due) == capacity and started > 0
+
+    async def _claim(self, msg: Message, now: int) -> bool:
+        """Move `msg` in flight under a lease; False when it is gone or held back."""
+        lease_ms = int((msg.timeout_s + LEASE_MARGIN_S) * 1000)
+        claim = await self.store.claim(msg, now_ms=now, lease_ms=lease_ms)
+        if claim.status != "claimed":
+            return False
+        msg.retried = claim.retried
+        return True
+
+    async def _claim_and_deliver(self, msg: Message) -> None:
+        try:
+            claimed = await self._claim(msg, now_ms())
+        except Exception:
+            logger.exception("message %s: claim failed; the loop will retry", msg.id)
+            claimed = False
+        if claimed:
+            await self._deliver(msg)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

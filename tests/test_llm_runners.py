@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 
 import httpx2
+import openai
 import pytest
 from pydantic import BaseModel
 
 from lib import db, usage
 from lib.errors import LLMError, OutputInvalid
 from lib.llm.attempt import CallContext, RetryPolicy
+from lib.llm.dict_chunks import DictChunkCompletions
 from lib.llm.providers import ChatModels, EndpointProvider, ModelEndpoint
 from lib.llm.schemas import DegradedSummary
 from lib.llm.streaming import parse_output, run_stream
@@ -258,14 +260,52 @@ class Sink:
         return "".join(self.events).rsplit("<restart>", 1)[-1]
 
 
-async def test_stream_delivers_deltas_as_they_come_and_captures_usage(
+async def test_plain_streams_reach_langchain_as_wire_dicts(
     fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """`DictChunkCompletions`: dict chunks, request options kept, SDK errors unchanged."""
+    model = models.get(ep(base_url, provider="openai_compat"), streaming=True)
+    assert isinstance(model.async_client, DictChunkCompletions)
+    fake.script("deepseek-chat", Reply(VALID), Fail(503))
+    stream = await model.async_client.create(
+        model="deepseek-chat",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"user_tag": "t1"},
+        extra_headers={"X-Trace": "abc"},
+    )
+    chunks = [chunk async for chunk in stream]
+    assert all(type(chunk) is dict for chunk in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == VALID and chunks[-1]["usage"]["prompt_tokens"] == 11
+    assert fake.requests[0]["user_tag"] == "t1"
+    assert not {"extra_body", "extra_headers"} & set(fake.requests[0])
+    with pytest.raises(openai.InternalServerError):
+        await model.async_client.create(model="deepseek-chat", messages=MESSAGES, stream=True)
+
+
+@pytest.fixture(params=["deepseek", "openai_compat"])
+def primary(request: pytest.FixtureRequest) -> EndpointProvider:
+    """The streaming tests run on both stream paths of `ChatOpenAI`: a JSON-mode provider
+    (the SDK's `response_format` stream helper) and a plain one (`DictChunkCompletions`)."""
+    return request.param  # type: ignore[no-any-return]
+
+
+async def test_stream_delivers_deltas_as_they_come_and_captures_usage(
+    fake: FakeProvider, base_url: str, models: ChatModels, primary: EndpointProvider
 ) -> None:
     """Deltas arrive one by one before the stream ends; usage is the final chunk's."""
     fake.script("deepseek-chat", Reply(VALID, token_delay_s=0.03, input_tokens=40))
     sink = Sink()
     result = await run_stream(
-        MESSAGES, Job, [ep(base_url)], ctx=CTX, on_delta=sink.delta, policy=POLICY, models=models
+        MESSAGES,
+        Job,
+        [ep(base_url, provider=primary)],
+        ctx=CTX,
+        on_delta=sink.delta,
+        policy=POLICY,
+        models=models,
     )
     assert sink.events == pieces(VALID) and result.text == VALID
     assert sink.times[-1] - sink.times[0] > 0.03 * (len(pieces(VALID)) - 2)
@@ -281,19 +321,25 @@ async def test_stream_delivers_deltas_as_they_come_and_captures_usage(
 
 
 async def test_stream_tolerates_a_json_fence(
-    fake: FakeProvider, base_url: str, models: ChatModels
+    fake: FakeProvider, base_url: str, models: ChatModels, primary: EndpointProvider
 ) -> None:
     """A ```json fenced answer validates once the stream is complete."""
     fake.script("deepseek-chat", Reply(f"```json\n{VALID}\n```"))
     sink = Sink()
     result = await run_stream(
-        MESSAGES, Job, [ep(base_url)], ctx=CTX, on_delta=sink.delta, policy=POLICY, models=models
+        MESSAGES,
+        Job,
+        [ep(base_url, provider=primary)],
+        ctx=CTX,
+        on_delta=sink.delta,
+        policy=POLICY,
+        models=models,
     )
     assert result.value.score == 87
 
 
 async def test_stream_invalid_output_raises_output_invalid(
-    fake: FakeProvider, base_url: str, models: ChatModels
+    fake: FakeProvider, base_url: str, models: ChatModels, primary: EndpointProvider
 ) -> None:
     """A complete but invalid output raises OutputInvalid (output_invalid), logged as failed."""
     fake.script("deepseek-chat", Reply('{"title": "x"}'))
@@ -302,7 +348,7 @@ async def test_stream_invalid_output_raises_output_invalid(
         await run_stream(
             MESSAGES,
             Job,
-            [ep(base_url)],
+            [ep(base_url, provider=primary)],
             ctx=CTX,
             on_delta=Sink().delta,
             record=seen.append,
@@ -314,7 +360,7 @@ async def test_stream_invalid_output_raises_output_invalid(
 
 
 async def test_stream_broken_midway_restarts_cleanly(
-    fake: FakeProvider, base_url: str, models: ChatModels
+    fake: FakeProvider, base_url: str, models: ChatModels, primary: EndpointProvider
 ) -> None:
     """A dropped stream after some tokens signals a restart, then the retry's text stands alone."""
     fake.script("deepseek-chat", Break('{"title": "Pyth'), Reply(VALID))
@@ -322,7 +368,7 @@ async def test_stream_broken_midway_restarts_cleanly(
     result = await run_stream(
         MESSAGES,
         Job,
-        [ep(base_url)],
+        [ep(base_url, provider=primary)],
         ctx=CTX,
         on_delta=sink.delta,
         on_restart=sink.restart,
@@ -334,14 +380,14 @@ async def test_stream_broken_midway_restarts_cleanly(
 
 
 async def test_stream_stall_times_out_and_falls_back(
-    fake: FakeProvider, base_url: str, models: ChatModels
+    fake: FakeProvider, base_url: str, models: ChatModels, primary: EndpointProvider
 ) -> None:
     """A stream silent past the timeout is retried, then the fallback model streams it."""
     slow = Reply(VALID, token_delay_s=4.0)
     fake.script("deepseek-chat", Fail(500), slow, Fail(502))
     fake.script("glm-4.5", Reply(VALID))
     sink = Sink()
-    endpoints = [ep(base_url), ep(base_url, "glm-4.5", "zhipu")]
+    endpoints = [ep(base_url, provider=primary), ep(base_url, "glm-4.5", "zhipu")]
     started = time.perf_counter()
     result = await run_stream(
         MESSAGES,
@@ -360,7 +406,7 @@ async def test_stream_stall_times_out_and_falls_back(
 
 
 async def test_stream_all_failing_raises_llm_error(
-    fake: FakeProvider, base_url: str, models: ChatModels
+    fake: FakeProvider, base_url: str, models: ChatModels, primary: EndpointProvider
 ) -> None:
     """Every model failing transiently ends in LLMError, with one record per attempt."""
     fake.default = Fail(500)
@@ -369,7 +415,7 @@ async def test_stream_all_failing_raises_llm_error(
         await run_stream(
             MESSAGES,
             Job,
-            [ep(base_url), ep(base_url, "glm-4.5", "zhipu")],
+            [ep(base_url, provider=primary), ep(base_url, "glm-4.5", "zhipu")],
             ctx=CTX,
             on_delta=Sink().delta,
             record=seen.append,
@@ -380,7 +426,7 @@ async def test_stream_all_failing_raises_llm_error(
 
 
 async def test_stream_cancellation_stops_the_stream(
-    fake: FakeProvider, base_url: str, models: ChatModels
+    fake: FakeProvider, base_url: str, models: ChatModels, primary: EndpointProvider
 ) -> None:
     """Cancelling mid-stream stops token delivery and records the attempt as cancelled."""
     fake.script("deepseek-chat", Reply(VALID, token_delay_s=0.05))
@@ -389,7 +435,7 @@ async def test_stream_cancellation_stops_the_stream(
         run_stream(
             MESSAGES,
             Job,
-            [ep(base_url)],
+            [ep(base_url, provider=primary)],
             ctx=CTX,
             on_delta=sink.delta,
             record=seen.append,
@@ -409,7 +455,7 @@ async def test_stream_cancellation_stops_the_stream(
 
 
 async def test_stream_callback_failure_is_not_retried(
-    fake: FakeProvider, base_url: str, models: ChatModels
+    fake: FakeProvider, base_url: str, models: ChatModels, primary: EndpointProvider
 ) -> None:
     """An on_delta error is the caller's: raised as is, not mistaken for a provider failure."""
     fake.default = Reply(VALID)
@@ -422,7 +468,7 @@ async def test_stream_callback_failure_is_not_retried(
         await run_stream(
             MESSAGES,
             Job,
-            [ep(base_url)],
+            [ep(base_url, provider=primary)],
             ctx=CTX,
             on_delta=broken,
             record=seen.append,

@@ -117,7 +117,9 @@ def chat_model(
     from langchain_openai import ChatOpenAI
     from pydantic import SecretStr
 
-    return ChatOpenAI(
+    from lib.llm.dict_chunks import DictChunkCompletions
+
+    model = ChatOpenAI(
         model=endpoint.model_name,
         base_url=endpoint.base_url,
         api_key=SecretStr(endpoint.api_key),
@@ -130,6 +132,9 @@ def chat_model(
         stream_chunk_timeout=None,
         http_async_client=http_async_client,
     )
+    # Streamed chunks reach LangChain as dicts, without the SDK's typed detour.
+    model.async_client = DictChunkCompletions(model.root_async_client)
+    return model
 
 
 class ChatModels:

@@ -10,6 +10,7 @@ import uuid
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -130,8 +131,9 @@ async def submit(request: Request) -> JSONResponse:
         now_ms=int(time.time() * 1000),
     )
     admitted = await store.admit(admission)
+    message_id = None
     if not admitted.existing:
-        await _publish(store, publisher, settings, admission, admitted, variables)
+        message_id = await _publish(store, publisher, settings, admission, admitted, variables)
     urls = _urls(admitted.task_id)
     body: dict[str, Any] = {
         "task_id": admitted.task_id,
@@ -143,7 +145,21 @@ async def submit(request: Request) -> JSONResponse:
         "existing": admitted.existing,
         **urls,
     }
-    return JSONResponse(body, status_code=202, headers={"Location": urls["status_url"]})
+    response = JSONResponse(body, status_code=202, headers={"Location": urls["status_url"]})
+    if message_id is not None:
+        # After the answer is sent: only a cancel of a still queued task needs the id (to
+        # delete the message at the queue too); a cancel that comes first is still right,
+        # as the late delivery is acknowledged without running.
+        response.background = BackgroundTask(_remember_message, store, admitted.task_id, message_id)
+    return response
+
+
+async def _remember_message(store: TaskStore, task_id: str, message_id: str) -> None:
+    """Best effort: without the id a cancel still works, it only leaves QStash to deliver."""
+    try:
+        await store.set_message_id(task_id, message_id)
+    except Exception as exc:
+        logger.warning("task %s: message id not stored: %r", task_id, exc)
 
 
 async def _publish(
@@ -153,7 +169,12 @@ async def _publish(
     a: Admission,
     admitted: Admitted,
     variables: dict[str, Any],
-) -> None:
+) -> str | None:
+    """Publish the task's message; its id, or None when a failed publish kept the task.
+
+    Raises:
+        PublishFailed: the message was not published and the admission was undone.
+    """
     r = admitted.route
     message = TaskMessage(
         task_id=a.task_id,
@@ -187,8 +208,8 @@ async def _publish(
         # a worker started it, or it was cancelled meanwhile. Undoing nothing is right,
         # and "nothing was charged" would be false: answer with the task as it is.
         logger.warning("task %s left the queue during a failed publish; keeping it", a.task_id)
-        return
-    await store.set_message_id(a.task_id, message_id)
+        return None
+    return message_id
 
 
 async def status(request: Request) -> JSONResponse:

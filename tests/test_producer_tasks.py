@@ -82,7 +82,7 @@ async def test_paid_user_is_debited(app: Any, redis: RedisPort) -> None:
 
 
 async def test_submit_costs_two_round_trips(settings: Settings, redis: RedisPort) -> None:
-    """Submit spends the admit script and set_message_id: two Redis round trips."""
+    """Submit spends the admit script and, after the answer, set_message_id: two round trips."""
     counting = CountingRedis(redis)
     app = build_app(settings, counting, RecordingPublisher())
     async with client_for(app) as client:
@@ -308,6 +308,21 @@ async def test_cancel_queued_task(
     assert await redis.execute("ZCARD", keys.queue_waiting("q_deepseek_chat")) == 0
     assert await redis.execute("EXISTS", keys.user_lock("alice", "job_match")) == 0
     assert (again.status_code, again.json()["error"]) == (409, "task_not_cancellable")
+
+
+async def test_cancel_before_the_message_id_is_stored(
+    app: Any, redis: RedisPort, publisher: RecordingPublisher
+) -> None:
+    """The message id is written after the 202; a cancel that wins that race still cancels."""
+    await redis.execute("SET", keys.quota("alice"), 2)
+    async with client_for(app, user="alice") as client:
+        task = (await client.post("/api/tasks", json=JOB_MATCH)).json()
+        await redis.execute("HDEL", keys.task(task["task_id"]), "message_id")
+        resp = await client.delete(task["status_url"])
+    assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
+    assert publisher.cancelled == []  # nothing to delete at the queue: the delivery is skipped
+    assert await redis.execute("GET", keys.quota("alice")) == "2"
+    assert await redis.execute("ZCARD", keys.queue_waiting("q_deepseek_chat")) == 0
 
 
 async def test_cancel_started_task_409(app: Any, redis: RedisPort) -> None:

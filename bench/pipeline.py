@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,7 +270,9 @@ class RawHttp:
         self._writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes, token: str) -> tuple[int, bytes]:
-        if self._reader is None or self._writer is None:
+        if self._reader is None or self._writer is None or self._reader.at_eof():
+            # New, or closed by the server while idle (uvicorn's keep-alive timeout).
+            await self.close()
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
@@ -288,11 +290,46 @@ class RawHttp:
                 length = int(value)
         return status, await self._reader.readexactly(length)
 
+    async def events(self, path: str, token: str) -> AsyncIterator[tuple[str, str]]:
+        """Follow an SSE stream on a connection of its own: (event, id) as each arrives."""
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            writer.write(
+                (
+                    f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                    f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n"
+                    "Connection: close\r\n\r\n"
+                ).encode()
+            )
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+            if not head.startswith("http/1.1 200") or "transfer-encoding: chunked" not in head:
+                raise RuntimeError(f"unexpected SSE response: {head.splitlines()[0]}")
+            pending = ""
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if size == 0:
+                    return
+                pending += (await reader.readexactly(size + 2))[:-2].decode()
+                pending = pending.replace("\r\n", "\n")
+                while "\n\n" in pending:
+                    block, pending = pending.split("\n\n", 1)
+                    fields = dict(
+                        (line.partition(":")[0], line.partition(":")[2].strip())
+                        for line in block.split("\n")
+                    )
+                    if "event" in fields:
+                        yield fields["event"], fields.get("id", "")
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
+        self._reader = self._writer = None
 
 
 def tokens(prefix: str, n: int) -> list[str]:
@@ -481,27 +518,19 @@ def _id_s(stream_id: str) -> float:
     return int(stream_id.split("-", 1)[0]) / 1000
 
 
-async def one_ttft(client: httpx.AsyncClient, token: str) -> Ttft:
-    """Submit, follow the SSE stream; time the first `token` event at the client."""
-    auth = {"Authorization": f"Bearer {token}"}
+async def one_ttft(client: RawHttp, token: str) -> Ttft:
+    """Submit, follow the SSE stream to its end; time the first `token` event at the client."""
     t0 = time.time()
-    reply = await client.post("/api/tasks", content=BODY_BYTES, headers=auth)
-    reply.raise_for_status()
-    url = reply.json()["events_url"]
+    status, body = await client.post("/api/tasks", BODY_BYTES, token)
+    if status != 202:
+        raise RuntimeError(f"submit: {status} {body[:200]!r}")
     seen: dict[str, tuple[str, float]] = {}
-    event = event_id = ""
-    async with client.stream("GET", url, headers=auth) as resp:
-        async for line in resp.aiter_lines():
-            if line.startswith("id:"):
-                event_id = line[3:].strip()
-            elif line.startswith("event:"):
-                event = line[6:].strip()
-            elif line == "" and event:
-                seen.setdefault(event, (event_id, time.time()))
-                # The first token is all this measures; the rest streams unread.
-                if event == "token" or event in TERMINAL:
-                    break
-                event = event_id = ""
+    async for event, event_id in client.events(json.loads(body)["events_url"], token):
+        seen.setdefault(event, (event_id, time.time()))
+        # A user reads the answer to its end before asking again: a client that left
+        # after the first token would overlap its next task with this one.
+        if event in TERMINAL:
+            break
     if "token" not in seen:
         raise RuntimeError(f"no token event: {sorted(seen)}")
     return Ttft(
@@ -521,17 +550,22 @@ async def phase_ttft(report: Report, *, quick: bool) -> None:
     section = f"3. TTFT overhead at the SSE client (model TTFT {MODEL_TTFT_MS:.0f} ms)"
     model = MODEL_TTFT_MS / 1000
     try:
-        limits = httpx.Limits(max_connections=16)
-        async with httpx.AsyncClient(base_url=stack.app_url, limits=limits, timeout=30) as client:
+        host, port = stack.app_url.removeprefix("http://").rsplit(":", 1)
+        # One keep-alive connection per client for its submits, one more per SSE stream.
+        conns = [RawHttp(host, int(port)) for _ in range(max(c for c, _ in runs))]
+        try:
             run = secrets.token_hex(3)
-            await asyncio.gather(*(one_ttft(client, t) for t in tokens(f"x{run}", 4)))
+            warm = tokens(f"x{run}", len(conns))
+            await asyncio.gather(*(one_ttft(c, t) for c, t in zip(conns, warm, strict=True)))
             for clients, per_client in runs:
                 toks = tokens(f"y{clients}{run}", clients * per_client)
 
-                async def serial(mine: Sequence[str]) -> list[Ttft]:
+                async def serial(client: RawHttp, mine: Sequence[str]) -> list[Ttft]:
                     return [await one_ttft(client, t) for t in mine]
 
-                parts = await asyncio.gather(*(serial(toks[i::clients]) for i in range(clients)))
+                parts = await asyncio.gather(
+                    *(serial(conns[i], toks[i::clients]) for i in range(clients))
+                )
                 got = [t for part in parts for t in part]
                 over = [t.received - t.submitted - model for t in got]
                 label = f"{clients} client{'s' if clients > 1 else ''} ({len(got)} tasks)"
@@ -550,6 +584,9 @@ async def phase_ttft(report: Report, *, quick: bool) -> None:
                 }
                 for name, values in steps.items():
                     report.add(section, f"  {name} p50", ms(pct(values, 50)))
+        finally:
+            for conn in conns:
+                await conn.close()
         report.notes.append(
             "TTFT steps come from stream ids (Valkey's ms clock) and the client's wall clock "
             "on the same host: each step is +-1 ms."

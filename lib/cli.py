@@ -109,10 +109,8 @@ def _redis_url_or_port(settings: Settings) -> Any:
 
 
 async def _quota(settings: Settings, user: str, amount: int | None) -> int:
-    import httpx
-    from redis.exceptions import RedisError
-
     from lib import quota
+    from lib.errors import RedisUnavailable
     from lib.redisport import RedisReplyError
 
     redis = _redis_url_or_port(settings)
@@ -120,7 +118,7 @@ async def _quota(settings: Settings, user: str, amount: int | None) -> int:
         if amount is None:
             return await quota.balance(redis, user)
         return await quota.grant(redis, user, amount)
-    except (RedisReplyError, RedisError, httpx.HTTPError, OSError) as exc:
+    except (RedisReplyError, RedisUnavailable) as exc:
         raise CliError(f"Redis refused or is unreachable: {type(exc).__name__}: {exc}") from exc
     finally:
         await redis.aclose()

@@ -112,6 +112,10 @@ class ServiceUnavailable(SlotlineError):
     status = 503
 
 
+class RedisUnavailable(ServiceUnavailable):
+    """Redis could not be reached (or no pooled connection freed up in time)."""
+
+
 class LLMError(SlotlineError):
     """A provider call failed (after retries)."""
 

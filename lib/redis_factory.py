@@ -23,7 +23,11 @@ def create_redis(settings: Settings) -> RedisPort:
     if settings.redis_url:
         from lib.redis_tcp import TcpRedis
 
-        return TcpRedis.from_url(settings.redis_url)
+        return TcpRedis.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            pool_timeout_s=settings.redis_pool_timeout_s,
+        )
     if settings.upstash_redis_rest_url:
         token = secret(settings.upstash_redis_rest_token)
         if not token:

@@ -12,6 +12,7 @@ import httpx
 from upstash_redis.asyncio import Redis as UpstashRedis
 from upstash_redis.errors import UpstashError
 
+from lib.errors import RedisUnavailable
 from lib.redisport import Arg, NoScriptError, RedisReplyError, StreamEntry, parse_xread
 
 logger = logging.getLogger(__name__)
@@ -82,19 +83,21 @@ class RestRedis:
         Raises:
             NoScriptError: the reply was a NOSCRIPT error.
             RedisReplyError: any other error reply.
-            httpx.HTTPError: the REST endpoint could not be reached.
+            RedisUnavailable: the REST endpoint could not be reached.
         """
         try:
             return await self._client.execute(_raw(args))
         except UpstashError as exc:
             raise _reply_error(exc) from exc
+        except httpx.HTTPError as exc:
+            raise RedisUnavailable(f"redis rest: {type(exc).__name__}: {exc}") from exc
 
     async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Run the commands in one `/pipeline` request (not atomic).
 
         Raises:
             RedisReplyError: one of the commands answered with an error.
-            httpx.HTTPError: the REST endpoint could not be reached.
+            RedisUnavailable: the REST endpoint could not be reached.
         """
         if not commands:
             return []
@@ -105,6 +108,8 @@ class RestRedis:
             return list(await pipe.exec())
         except UpstashError as exc:
             raise RedisReplyError(str(exc)) from exc
+        except httpx.HTTPError as exc:
+            raise RedisUnavailable(f"redis rest: {type(exc).__name__}: {exc}") from exc
 
     async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """EVALSHA; raises `NoScriptError` when the server does not know the script."""
@@ -122,7 +127,7 @@ class RestRedis:
 
         Raises:
             RedisReplyError: the key holds another type, or an id is invalid.
-            httpx.HTTPError: the REST endpoint could not be reached.
+            RedisUnavailable: the REST endpoint could not be reached.
         """
         if block_ms is None:
             return await self._read(key, after_id, count)

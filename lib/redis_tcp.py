@@ -6,10 +6,16 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import NoScriptError as _RedisNoScript
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as _RedisTimeout
 
+from lib.errors import RedisUnavailable
 from lib.redisport import Arg, NoScriptError, RedisReplyError, StreamEntry, parse_xread
+
+# Connection errors (refused, reset, no pooled connection in time) and timeouts.
+_UNAVAILABLE = (_RedisConnectionError, _RedisTimeout, OSError)
 
 
 class TcpRedis:
@@ -21,11 +27,23 @@ class TcpRedis:
         self._client = client
 
     @classmethod
-    def from_url(cls, url: str, *, max_connections: int = 64) -> TcpRedis:
-        """Build the adapter (the pool connects lazily)."""
-        client = aioredis.Redis.from_url(
-            url, protocol=2, decode_responses=True, max_connections=max_connections
+    def from_url(
+        cls, url: str, *, max_connections: int = 256, pool_timeout_s: float = 5.0
+    ) -> TcpRedis:
+        """Build the adapter (the pool connects lazily).
+
+        Every command holds a pooled connection while it runs, a live SSE reader's
+        blocking XREAD included. When all `max_connections` are busy a command waits up
+        to `pool_timeout_s` for one (then `RedisUnavailable`), instead of failing at once.
+        """
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
+            protocol=2,
+            decode_responses=True,
         )
+        client = aioredis.Redis.from_pool(pool)
         # Raw RESP2 replies, exactly as the REST protocol returns them: no per-command
         # post-processing (redis-py would turn XRANGE/HGETALL into tuples and dicts).
         client.response_callbacks.clear()
@@ -38,6 +56,8 @@ class TcpRedis:
             raise NoScriptError(str(exc)) from exc
         except ResponseError as exc:
             raise RedisReplyError(str(exc)) from exc
+        except _UNAVAILABLE as exc:
+            raise RedisUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
     async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
@@ -47,6 +67,8 @@ class TcpRedis:
             return list(await pipe.execute(raise_on_error=True))
         except ResponseError as exc:
             raise RedisReplyError(str(exc)) from exc
+        except _UNAVAILABLE as exc:
+            raise RedisUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
     async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         return await self.execute("EVALSHA", sha, len(keys), *keys, *args)

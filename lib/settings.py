@@ -34,6 +34,9 @@ class Settings(BaseSettings):
 
     # Redis: TCP wins over REST; neither means an embedded Valkey (local stack).
     redis_url: str | None = None
+    # TCP pool per process: a live SSE reader holds one connection while it blocks.
+    redis_max_connections: int = 256
+    redis_pool_timeout_s: float = 5.0
     upstash_redis_rest_url: str | None = None
     upstash_redis_rest_token: SecretStr | None = None
 

@@ -10,6 +10,8 @@ import pytest
 from lib.errors import QueueFull, TaskAlreadyRunning
 from lib.http_errors import error_response
 from lib.i18n import choose_lang
+from lib.local.embedded import free_port
+from lib.redis_tcp import TcpRedis
 from lib.redisport import RedisPort
 from tests.producer_helpers import (
     JOB_MATCH,
@@ -79,3 +81,19 @@ async def test_unknown_route_and_method_are_json(app: Any) -> None:
     assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
     assert (wrong.status_code, wrong.json()["error"]) == (405, "invalid_request")
     assert "allow" in wrong.headers
+
+
+async def test_redis_down_is_a_localized_503_and_publishes_nothing(tmp_path: Path) -> None:
+    """Redis unreachable: submit and status answer 503 service_unavailable, in zh if asked."""
+    redis = TcpRedis.from_url(f"redis://127.0.0.1:{free_port()}/0", pool_timeout_s=1.0)
+    publisher = RecordingPublisher()
+    app = build_app(make_settings(tmp_path), redis, publisher)
+    try:
+        async with client_for(app, user="alice", **{"accept-language": "zh"}) as client:
+            submit = await client.post("/api/tasks", json=JOB_MATCH)
+            status = await client.get("/api/tasks/0123456789abcdef0123456789abcdef")
+    finally:
+        await redis.aclose()
+    assert submit.status_code == status.status_code == 503
+    assert submit.json() == {"error": "service_unavailable", "message": "服务暂时不可用。"}
+    assert publisher.published == []

@@ -14,7 +14,8 @@ import pytest
 from pydantic import SecretStr
 from upstash_redis.asyncio import Redis as UpstashRedis
 
-from lib.errors import ConfigError
+from lib.errors import ConfigError, RedisUnavailable
+from lib.local.embedded import free_port
 from lib.local.upstash_rest import LocalRest
 from lib.redis_factory import create_redis
 from lib.redis_rest import RestRedis
@@ -330,8 +331,9 @@ async def test_rest_adapter_times_out_on_a_silent_server() -> None:
     redis = RestRedis(f"http://127.0.0.1:{port}", "t", timeout_s=0.2, retries=0)
     started = time.monotonic()
     try:
-        with pytest.raises(httpx.TimeoutException):
+        with pytest.raises(RedisUnavailable) as caught:
             await redis.execute("PING")
+        assert isinstance(caught.value.__cause__, httpx.TimeoutException)
     finally:
         await redis.aclose()
         release.set()
@@ -386,3 +388,49 @@ def test_factory_without_config_raises(values: dict[str, Any], fragment: str) ->
     """Missing Redis settings raise ConfigError saying what to set."""
     with pytest.raises(ConfigError, match=fragment):
         create_redis(_settings(**values))
+
+
+@pytest.mark.parametrize("kind", ["tcp", "rest"])
+async def test_unreachable_redis_is_redis_unavailable(kind: str) -> None:
+    """Nothing listening: both adapters raise RedisUnavailable (a 503 for callers)."""
+    port = free_port()
+    redis: RedisPort
+    if kind == "tcp":
+        redis = TcpRedis.from_url(f"redis://127.0.0.1:{port}/0", pool_timeout_s=1.0)
+    else:
+        redis = RestRedis(f"http://127.0.0.1:{port}", "token", retries=0)
+    try:
+        with pytest.raises(RedisUnavailable) as caught:
+            await redis.execute("PING")
+        assert caught.value.status == 503 and caught.value.code == "service_unavailable"
+        with pytest.raises(RedisUnavailable):
+            await redis.pipeline([["PING"], ["PING"]])
+    finally:
+        await redis.aclose()
+
+
+async def test_tcp_pool_waits_for_a_connection_instead_of_failing(valkey_url: str) -> None:
+    """With every pooled connection held (a blocking XREAD), the next command waits for one."""
+    redis = TcpRedis.from_url(valkey_url, max_connections=1, pool_timeout_s=2.0)
+    try:
+        started = time.monotonic()
+        blocked = asyncio.create_task(redis.xread("no-such-stream", "$", count=1, block_ms=300))
+        await asyncio.sleep(0.05)
+        assert await redis.execute("PING") == "PONG"
+        assert time.monotonic() - started >= 0.25  # it waited for the XREAD to end
+        assert await blocked == []
+    finally:
+        await redis.aclose()
+
+
+async def test_tcp_pool_gives_up_after_its_timeout(valkey_url: str) -> None:
+    """No connection freed within the pool timeout: RedisUnavailable, not a hang."""
+    redis = TcpRedis.from_url(valkey_url, max_connections=1, pool_timeout_s=0.1)
+    try:
+        blocked = asyncio.create_task(redis.xread("no-such-stream", "$", count=1, block_ms=600))
+        await asyncio.sleep(0.05)
+        with pytest.raises(RedisUnavailable):
+            await redis.execute("PING")
+        assert await blocked == []
+    finally:
+        await redis.aclose()

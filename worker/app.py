@@ -189,6 +189,6 @@ async def _drain_usage(redis: RedisPort, settings: Settings) -> int:
 
     try:
         return await drain(redis, url)
-    except ServiceUnavailable:
-        logger.warning("usage drain: database unavailable; rows stay queued")
+    except ServiceUnavailable as exc:
+        logger.warning("usage drain skipped (%s); rows stay queued", exc.detail)
         return 0

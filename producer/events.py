@@ -66,10 +66,11 @@ class _Reader:
     async def next(self, wait_s: float) -> list[events.Event]:
         """Events after the cursor, waiting up to `wait_s` for the first one.
 
-        After a read that returned events, the next one waits until `min_interval_s`
-        has passed: a live stream is then read at most once per interval (token
-        batches coalesce; each read is a billed command), while the first event of
-        a quiet stream still arrives as soon as it is written.
+        After a read that returned tokens, the next one waits until `min_interval_s`
+        has passed: a streaming answer is then read at most once per interval (token
+        batches coalesce; each read is a billed command). Any other read leaves the
+        next one free, so the first token after `started` arrives as soon as it is
+        written, however fast the model.
         """
         gap = self._last_hit + self._min_interval_s - time.monotonic()
         if gap > 0 and wait_s > gap:
@@ -92,7 +93,8 @@ class _Reader:
         if batch:
             self.after = batch[-1].id
             self._poll_s = POLL_MIN_S
-            self._last_hit = time.monotonic()
+            if any(e.type == "token" for e in batch):
+                self._last_hit = time.monotonic()
         return batch
 
 

@@ -273,3 +273,31 @@ async def test_live_reader_coalesces_reads(redis: RedisPort) -> None:
     await task
     assert seen == [str(i) for i in range(30)]
     assert reads <= 9
+
+
+async def test_live_reader_never_holds_back_the_first_token(redis: RedisPort) -> None:
+    """Coalescing starts with the tokens: a token written right after `started` is read at once."""
+    import asyncio as _asyncio
+    import time as _time
+
+    from lib.events import append
+    from producer.events import _Reader
+
+    key = "cs:events:u:s:first-token"
+    reader = _Reader(redis, key, "0-0", min_interval_s=0.5)
+    await append(redis, key, "started", {}, ttl_s=60)
+    assert [e.type for e in await reader.next(1.0)] == ["started"]
+
+    async def first_token() -> None:
+        await _asyncio.sleep(0.02)
+        await append(redis, key, "token", {"text": "a"}, ttl_s=60)
+
+    task = _asyncio.create_task(first_token())
+    began = _time.monotonic()
+    assert [e.type for e in await reader.next(1.0)] == ["token"]
+    assert _time.monotonic() - began < 0.3  # not held for the 0.5 s interval
+    await task
+    await append(redis, key, "token", {"text": "b"}, ttl_s=60)
+    began = _time.monotonic()
+    assert [e.type for e in await reader.next(1.0)] == ["token"]
+    assert _time.monotonic() - began >= 0.4  # the next token read does wait

@@ -11,6 +11,7 @@ import time
 
 import httpx
 
+from lib.local.qstash.http_client import DeliveryClient, DeliveryHTTPError
 from lib.local.qstash.message import Message, PublishRequest, new_message_id
 from lib.local.qstash.signing import sign
 from lib.local.qstash.store import QStashStore
@@ -73,7 +74,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._http: DeliveryClient | None = None
         self._last_reclaim = 0.0
         self._stopping = False
 
@@ -96,7 +97,7 @@ class Deliverer:
 
     async def start(self) -> None:
         """Start the loop in the running event loop."""
-        self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        self._http = DeliveryClient(max_body=MAX_RESPONSE_BODY)
         self._loop_task = asyncio.create_task(self._run(), name="lqs-delivery")
 
     async def stop(self, grace_s: float = 5.0) -> None:
@@ -226,16 +227,12 @@ class Deliverer:
         )
         try:
             response = await self._http.request(
-                msg.method,
-                msg.url,
-                content=msg.body or None,
-                headers=headers,
-                timeout=msg.timeout_s,
+                msg.method, msg.url, body=msg.body, headers=headers, timeout_s=msg.timeout_s
             )
-        except httpx.HTTPError as exc:
-            logger.info("message %s: attempt %d failed: %r", msg.id, msg.retried, exc)
-            return Attempt(0, httpx.Headers(), b"", error=repr(exc))
-        return Attempt(response.status_code, response.headers, response.content[:MAX_RESPONSE_BODY])
+        except DeliveryHTTPError as exc:
+            logger.info("message %s: attempt %d failed: %s", msg.id, msg.retried, exc)
+            return Attempt(0, httpx.Headers(), b"", error=str(exc))
+        return Attempt(response.status, httpx.Headers(response.headers), response.body)
 
     async def _settle(self, msg: Message, attempt: Attempt) -> None:
         now = now_ms()

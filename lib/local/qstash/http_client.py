@@ -1,0 +1,215 @@
+"""The delivery HTTP client: HTTP/1.1 keep-alive on asyncio streams, parsed by httptools.
+
+Every delivery is one POST on the path from publish to a worker starting its task, so
+its client cost is part of every task's time to first token. httpx spends about a
+millisecond of CPU per request here (anyio, h11); this client spends a fraction of
+that with the C parser uvicorn uses. It does what deliveries need and no more:
+absolute `http`/`https` URLs, a request body of known length, a response with a
+status, headers and a body (length-delimited, chunked or until close), one pool of
+idle connections per origin, and a timeout over the whole exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httptools
+
+MAX_IDLE_PER_ORIGIN = 32
+READ_SIZE = 64 * 1024
+
+Origin = tuple[str, str, int]
+
+
+class DeliveryHTTPError(Exception):
+    """The exchange failed before a whole response arrived (connect, send, read, timeout)."""
+
+
+@dataclass
+class Response:
+    """A whole response; `headers` keep their order and repeats (names lowercased)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass
+class _Parse:
+    """httptools callbacks collecting one response."""
+
+    max_body: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    headers_done: bool = False
+    status: int = 0
+    complete: bool = False
+    keep_alive: bool = False
+    parser: httptools.HttpResponseParser | None = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+        self.status = self.parser.get_status_code() if self.parser is not None else 0
+
+    def close_delimited(self) -> bool:
+        """No length and not chunked: the body runs until the server closes."""
+        return not any(n in ("content-length", "transfer-encoding") for n, _ in self.headers)
+
+    def on_body(self, body: bytes) -> None:
+        room = self.max_body - len(self.body)
+        if room > 0:
+            self.body += body[:room]
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        # Asked here: once the message is complete the parser resets for the next one.
+        self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
+
+
+class _Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class DeliveryClient:
+    """One per delivery loop; `aclose()` closes the idle connections."""
+
+    def __init__(self, *, max_body: int = READ_SIZE) -> None:
+        self.max_body = max_body
+        self._idle: dict[Origin, list[_Conn]] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes,
+        headers: dict[str, str],
+        timeout_s: float,
+    ) -> Response:
+        """Send one request and read the whole response within `timeout_s`.
+
+        A pooled connection the server closed while idle is retried once on a new one
+        (nothing of the response had arrived, so the request was not processed).
+
+        Raises:
+            DeliveryHTTPError: no whole response (refused, reset, timed out, malformed).
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise DeliveryHTTPError(f"unsupported URL: {url[:80]}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        origin: Origin = (parts.scheme, parts.hostname, port)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host = parts.netloc.rsplit("@", 1)[-1]
+        head = [f"{method} {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+        head += [f"{name}: {value}" for name, value in headers.items() if _allowed(name)]
+        payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._exchange(origin, payload)
+        except TimeoutError as exc:
+            raise DeliveryHTTPError(f"timed out after {timeout_s:g} s") from exc
+
+    async def _exchange(self, origin: Origin, payload: bytes) -> Response:
+        conn = self._pooled(origin)
+        if conn is not None:
+            try:
+                return await self._send(origin, conn, payload)
+            except _StaleConnection:
+                pass  # closed by the server while idle: once more on a new connection
+        conn = await self._connect(origin)
+        try:
+            return await self._send(origin, conn, payload)
+        except _StaleConnection as exc:
+            raise DeliveryHTTPError("server closed the connection without a response") from exc
+
+    def _pooled(self, origin: Origin) -> _Conn | None:
+        """An idle connection to `origin` that has not visibly been closed, if any."""
+        pooled = self._idle.get(origin, [])
+        while pooled:
+            conn = pooled.pop()
+            if not (conn.reader.at_eof() or conn.writer.is_closing()):
+                return conn
+            conn.close()
+        return None
+
+    async def _connect(self, origin: Origin) -> _Conn:
+        scheme, host, port = origin
+        context: ssl.SSLContext | None = None
+        if scheme == "https":
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
+        try:
+            reader, writer = await asyncio.open_connection(host, port, ssl=context)
+        except OSError as exc:
+            raise DeliveryHTTPError(f"connect {host}:{port}: {exc}") from exc
+        return _Conn(reader, writer)
+
+    async def _send(self, origin: Origin, conn: _Conn, payload: bytes) -> Response:
+        parse = _Parse(self.max_body)
+        parser = parse.parser = httptools.HttpResponseParser(parse)
+        received = False
+        try:
+            conn.writer.write(payload)
+            await conn.writer.drain()
+            while not parse.complete:
+                data = await conn.reader.read(READ_SIZE)
+                if not data:
+                    if not received:
+                        raise _StaleConnection
+                    if parse.headers_done and parse.close_delimited():
+                        break  # the close ends the body
+                    raise DeliveryHTTPError("connection closed mid-response")
+                received = True
+                parser.feed_data(data)
+        except _StaleConnection:
+            conn.close()
+            raise
+        except (OSError, httptools.HttpParserError) as exc:
+            conn.close()
+            if not received and isinstance(exc, ConnectionResetError | BrokenPipeError):
+                raise _StaleConnection from exc
+            raise DeliveryHTTPError(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            conn.close()  # cancelled or timed out mid-exchange: the connection is unusable
+            raise
+        response = Response(parse.status, parse.headers, bytes(parse.body))
+        reusable = parse.complete and parse.keep_alive
+        if reusable and len(self._idle.get(origin, ())) < MAX_IDLE_PER_ORIGIN:
+            self._idle.setdefault(origin, []).append(conn)
+        else:
+            conn.close()
+        return response
+
+    async def aclose(self) -> None:
+        """Close every idle connection."""
+        conns = [c for pooled in self._idle.values() for c in pooled]
+        self._idle.clear()
+        for conn in conns:
+            conn.close()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                await conn.writer.wait_closed()
+
+
+class _StaleConnection(Exception):
+    """The connection ended before any byte of the response (safe to retry)."""
+
+
+def _allowed(name: str) -> bool:
+    """Headers the client sets itself are not taken from the caller."""
+    return name.lower() not in ("host", "content-length", "transfer-encoding", "connection")

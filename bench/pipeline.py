@@ -614,6 +614,23 @@ async def phase_ttft(report: Report, *, quick: bool) -> None:
         )
     finally:
         stack.stop()
+    # The same at zero model latency: everything until the first token at the client,
+    # the offline model's own keyword work (~3 ms) included.
+    stack = start_stack(ttft_ms=0.0)
+    try:
+        host, port = stack.app_url.removeprefix("http://").rsplit(":", 1)
+        conn = RawHttp(host, int(port))
+        try:
+            run = secrets.token_hex(3)
+            got = [await one_ttft(conn, t) for t in tokens(f"z{run}", 20 if quick else 40)][5:]
+        finally:
+            await conn.close()
+        first = [t.received - t.submitted for t in got]
+        label = f"model at zero latency, 1 client ({len(got)} tasks): first token p50"
+        report.add(section, label, ms(pct(first, 50)))
+        report.add(section, label.replace("p50", "p99"), ms(pct(first, 99)))
+    finally:
+        stack.stop()
 
 
 # --------------------------------------------------------------------------- phase 4

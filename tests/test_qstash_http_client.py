@@ -54,14 +54,14 @@ class Server:
         self.server.close()
 
 
-def fixed(status: int, body: bytes, extra: str = "") -> Handler:
+def fixed(status: int, body: bytes) -> Handler:
     """Answer every request on the connection with a Content-Length response."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             await read_request(reader)
             writer.write(
-                f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+                f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
             )
             await writer.drain()
 
@@ -174,3 +174,22 @@ async def test_reset_mid_response_is_an_error(client: DeliveryClient) -> None:
     async with Server(half) as server:
         with pytest.raises(DeliveryHTTPError):
             await client.request("POST", server.url, body=b"", headers={}, timeout_s=2)
+
+
+async def test_head_answer_has_no_body(client: DeliveryClient) -> None:
+    """A HEAD answer ends with its headers, even with a Content-Length; the connection is reused."""
+
+    async def head_then_post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            line, _, _ = await read_request(reader)
+            if line.startswith("HEAD"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 201 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    async with Server(head_then_post) as server:
+        head = await client.request("HEAD", server.url, body=b"", headers={}, timeout_s=1)
+        post = await client.request("POST", server.url, body=b"", headers={}, timeout_s=1)
+    assert (head.status, head.body) == (200, b"")
+    assert (post.status, post.body) == (201, b"ok")
+    assert server.connections == 1

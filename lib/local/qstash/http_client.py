@@ -43,6 +43,7 @@ class _Parse:
     """httptools callbacks collecting one response."""
 
     max_body: int
+    head: bool = False
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     headers_done: bool = False
@@ -56,7 +57,11 @@ class _Parse:
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
-        self.status = self.parser.get_status_code() if self.parser is not None else 0
+        if self.parser is not None:
+            self.status = self.parser.get_status_code()
+            if self.head:  # the answer to HEAD has no body, whatever its headers say
+                self.complete = True
+                self.keep_alive = self.parser.should_keep_alive()
 
     def close_delimited(self) -> bool:
         """No length and not chunked: the body runs until the server closes."""
@@ -119,20 +124,20 @@ class DeliveryClient:
         payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
         try:
             async with asyncio.timeout(timeout_s):
-                return await self._exchange(origin, payload)
+                return await self._exchange(origin, payload, method.upper() == "HEAD")
         except TimeoutError as exc:
             raise DeliveryHTTPError(f"timed out after {timeout_s:g} s") from exc
 
-    async def _exchange(self, origin: Origin, payload: bytes) -> Response:
+    async def _exchange(self, origin: Origin, payload: bytes, head: bool) -> Response:
         conn = self._pooled(origin)
         if conn is not None:
             try:
-                return await self._send(origin, conn, payload)
+                return await self._send(origin, conn, payload, head)
             except _StaleConnection:
                 pass  # closed by the server while idle: once more on a new connection
         conn = await self._connect(origin)
         try:
-            return await self._send(origin, conn, payload)
+            return await self._send(origin, conn, payload, head)
         except _StaleConnection as exc:
             raise DeliveryHTTPError("server closed the connection without a response") from exc
 
@@ -159,8 +164,8 @@ class DeliveryClient:
             raise DeliveryHTTPError(f"connect {host}:{port}: {exc}") from exc
         return _Conn(reader, writer)
 
-    async def _send(self, origin: Origin, conn: _Conn, payload: bytes) -> Response:
-        parse = _Parse(self.max_body)
+    async def _send(self, origin: Origin, conn: _Conn, payload: bytes, head: bool) -> Response:
+        parse = _Parse(self.max_body, head)
         parser = parse.parser = httptools.HttpResponseParser(parse)
         received = False
         try:

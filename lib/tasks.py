@@ -72,7 +72,7 @@ class StartDecision:
 class Outcome:
     """How an attempt ended, for the finish script."""
 
-    status: Literal["done", "failed"]
+    status: Literal["done", "failed", "lost"]
     result: Any = None
     error_code: str = ""
     error_message: str = ""
@@ -377,7 +377,9 @@ class TaskStore:
 
         Returns:
             1 when this call finished the task, 0 when it was already terminal or gone,
-            -1 when a newer attempt owns it (only this attempt's lease was released).
+            -1 when a newer attempt owns it (only this attempt's lease was released),
+            2 for a "lost" outcome no other attempt has taken over yet: the usage rows
+            are recorded and the task stays running, for a redelivery to restart it.
         """
         pool = lease.pool if lease else self._pools(msg)[0]
         result = "" if outcome.result is None else json.dumps(outcome.result, ensure_ascii=False)

@@ -316,6 +316,34 @@ async def test_failure_callback_fails_task_and_releases(redis: RedisPort, client
     assert await redis.execute("HGET", keys.task(msg.task_id), "error") == "delivery_failed"
 
 
+async def test_lease_expired_without_takeover_asks_for_a_redelivery(
+    redis: RedisPort, client_for: Any
+) -> None:
+    """A stall outlives the lease and nobody takes over: 503 + Retry-After, the task stays
+    running and held, and the redelivery restarts it and finishes it once."""
+    settings = make_settings(lease_ms=300)
+    client = client_for(ScriptedRunner(["slow"] * 50, delay=0.05), settings)
+    msg = await admit(redis, settings)
+    path, body, headers = signed(msg)
+    request = asyncio.create_task(client.post(path, content=body, headers=headers))
+    await asyncio.sleep(0.15)
+    # The lease ran out during a stall and another start purged it; no delivery took over.
+    await redis.execute("DEL", keys.model_pool("glm-4.5-flash", "free"))
+    response = await asyncio.wait_for(request, 5)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == str(settings.start_retry_after_s)
+    assert response.json()["reason"] == "lease_lost"
+    assert await redis.execute("HGET", keys.task(msg.task_id), "status") == "running"
+    assert await held(redis) == {"pending": "1", "lock": msg.task_id, "leases": 0}
+
+    redelivery = client_for(ScriptedRunner(["a", "b"]), settings)
+    response = await redelivery.post(path, content=body, headers=headers)
+    assert response.json()["status"] == "done"
+    types = [e["type"] for e in await event_types(redis, msg)]
+    assert types.count("restart") == 1 and types.count("done") == 1 and "error" not in types
+    assert await held(redis) == {"pending": None, "lock": None, "leases": 0}
+
+
 async def test_lost_lease_stops_the_attempt(redis: RedisPort, client_for: Any) -> None:
     """When another attempt takes over (lease gone), the running attempt stops, changing nothing."""
     settings = make_settings(lease_ms=300)

@@ -181,7 +181,9 @@ async def deliver(
         logger.warning("task %s hit the worker time limit", msg.task_id)
     except asyncio.CancelledError:
         if work is not None and work.cancelled() and not _current_cancelled():
-            logger.info("task %s: attempt %s superseded", msg.task_id, lease.attempt)
+            # Only the renewer cancels `work`: the lease is gone (taken over, or expired
+            # during a stall). finish tells which.
+            outcome = Outcome("lost")
         else:
             raise
     except Exception:
@@ -194,6 +196,20 @@ async def deliver(
     finally:
         outcome.usage_rows = rows
         finished = await store.finish(msg, lease, outcome, now_ms())
+    if finished == 2:
+        # Nobody took over: have QStash deliver again, and that delivery restarts the task.
+        logger.warning(
+            "task %s: attempt %s lost its lease; asking for a redelivery",
+            msg.task_id,
+            lease.attempt,
+        )
+        return Reply(
+            503,
+            {"task_id": msg.task_id, "status": "retry", "reason": "lease_lost"},
+            {"Retry-After": str(settings.start_retry_after_s)},
+        )
+    if finished == -1:
+        logger.info("task %s: attempt %s superseded", msg.task_id, lease.attempt)
     status = outcome.status if finished == 1 else "superseded" if finished == -1 else "finished"
     return Reply(200, {"task_id": msg.task_id, "status": status})
 

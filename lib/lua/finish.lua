@@ -7,13 +7,15 @@
 -- KEYS[6] quota   KEYS[7] event stream   KEYS[8] usage stream
 --
 -- ARGV[1] lease id ('' = no lease: failure callback / never started)
--- ARGV[2] status: "done" | "failed"   ARGV[3] now (ms)   ARGV[4] task id
+-- ARGV[2] status: "done" | "failed" | "lost" (the attempt lost its lease: record its usage,
+--   leave the task running for the redelivery to take over)   ARGV[3] now (ms)   ARGV[4] task id
 -- ARGV[5] result JSON ('' = none)     ARGV[6] error code   ARGV[7] error message
 -- ARGV[8] done-event JSON (usage, cost, latency; '' = none)
 -- ARGV[9] usage rows JSON array ('' = none)   ARGV[10] events ttl (s)   ARGV[11] task ttl (s)
 --
 -- Returns 1 when this call finished the task, 0 when it was already terminal or missing,
--- -1 when a newer attempt owns the task (only this attempt's lease is released).
+-- -1 when a newer attempt owns the task (only this attempt's lease is released),
+-- 2 for "lost" when no other attempt has taken over yet (nothing else changes).
 
 local lease_id = ARGV[1]
 local status = ARGV[2]
@@ -26,6 +28,7 @@ end
 if lease_id ~= '' then redis.call('ZREM', KEYS[2], lease_id) end
 if not t[1] or (t[1] ~= 'queued' and t[1] ~= 'running') then return 0 end
 if lease_id ~= '' and t[2] ~= lease_id then return -1 end
+if status == 'lost' then return 2 end
 
 redis.call('ZREM', KEYS[4], task_id) -- a task failed before it ever started
 if tonumber(redis.call('DECR', KEYS[3])) <= 0 then redis.call('DEL', KEYS[3]) end

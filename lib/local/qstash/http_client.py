@@ -106,8 +106,9 @@ class DeliveryClient:
     ) -> Response:
         """Send one request and read the whole response within `timeout_s`.
 
-        A pooled connection the server closed while idle is retried once on a new one
-        (nothing of the response had arrived, so the request was not processed).
+        A pooled connection that ends before any byte of the response (the server
+        closed it while idle) is retried once on a new one; deliveries are
+        at-least-once, and the worker skips a task it has already finished.
 
         Raises:
             DeliveryHTTPError: no whole response (refused, reset, timed out, malformed).

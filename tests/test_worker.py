@@ -150,6 +150,14 @@ async def event_types(redis: RedisPort, msg: TaskMessage) -> list[dict[str, str]
     return [pairs_to_dict(e[1]) for e in entries]
 
 
+async def running(redis: RedisPort, msg: TaskMessage, timeout: float = 10.0) -> None:
+    """Wait until the delivery under way has started the task (a slow machine takes a while)."""
+    deadline = time.monotonic() + timeout
+    while await redis.execute("HGET", keys.task(msg.task_id), "status") != "running":
+        assert time.monotonic() < deadline, "the task never started"
+        await asyncio.sleep(0.01)
+
+
 async def held(redis: RedisPort) -> dict[str, Any]:
     """The counters a task holds while alive: pending, lock, leases."""
     return {
@@ -322,12 +330,13 @@ async def test_lease_expired_without_takeover_asks_for_a_redelivery(
     """A stall outlives the lease and nobody takes over: 503 + Retry-After, the task stays
     running and held, and the redelivery restarts it and finishes it once."""
     settings = make_settings(lease_ms=300)
-    client = client_for(ScriptedRunner(["slow"] * 50, delay=0.05), settings)
+    # A stall: nothing happens for 10 s (the cancel lands in a sleep, not in a Redis call).
+    client = client_for(ScriptedRunner(["late"], delay=10), settings)
     msg = await admit(redis, settings)
     path, body, headers = signed(msg)
     request = asyncio.create_task(client.post(path, content=body, headers=headers))
-    await asyncio.sleep(0.15)
-    # The lease ran out during a stall and another start purged it; no delivery took over.
+    await running(redis, msg)
+    # The lease ran out during the stall and another start purged it; no delivery took over.
     await redis.execute("DEL", keys.model_pool("glm-4.5-flash", "free"))
     response = await asyncio.wait_for(request, 5)
     assert response.status_code == 503
@@ -352,7 +361,7 @@ async def test_lost_lease_stops_the_attempt(redis: RedisPort, client_for: Any) -
     msg = await admit(redis, settings)
     path, body, headers = signed(msg)
     request = asyncio.create_task(client.post(path, content=body, headers=headers))
-    await asyncio.sleep(0.15)
+    await running(redis, msg)
     # The lease expired (e.g. a long stall) and a redelivery took the task over.
     await redis.execute("DEL", keys.model_pool("glm-4.5-flash", "free"))
     store = TaskStore(redis, settings)

@@ -8,6 +8,8 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import httpx
 
@@ -91,9 +93,7 @@ class Deliverer:
         if self._stopping or due_ms > now_ms() or len(self._tasks) >= self.max_in_flight:
             self.wake()
             return
-        task = asyncio.create_task(self._claim_and_deliver(msg), name=f"lqs-offer-{msg.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        self._spawn(self._claim_and_deliver(msg), f"lqs-offer-{msg.id}")
 
     async def start(self) -> None:
         """Start the loop in the running event loop."""
@@ -165,9 +165,7 @@ class Deliverer:
                 break
             if not await self._claim(msg, now):
                 continue
-            task = asyncio.create_task(self._deliver(msg), name=f"lqs-deliver-{msg.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
+            self._spawn(self._deliver(msg), f"lqs-deliver-{msg.id}")
             started += 1
         return len(due) == capacity and started > 0
 
@@ -188,6 +186,12 @@ class Deliverer:
             claimed = False
         if claimed:
             await self._deliver(msg)
+
+    def _spawn(self, attempt: Coroutine[Any, Any, None], name: str) -> None:
+        """Run an attempt as a tracked task: it counts against `max_in_flight` until done."""
+        task = asyncio.create_task(attempt, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -153,6 +153,11 @@ class Stack:
     valkeys: list[EmbeddedValkey]
     procs: list[tuple[str, subprocess.Popen[bytes]]]
 
+    @property
+    def app_port(self) -> int:
+        """The producer's port on `HOST`."""
+        return int(self.app_url.rsplit(":", 1)[1])
+
     def stop(self) -> None:
         for _, proc in reversed(self.procs):
             if proc.poll() is None:
@@ -447,7 +452,7 @@ async def phase_submit_and_throughput(report: Report, *, quick: bool) -> None:
     redis = TcpRedis.from_url(stack.redis_url)
     stuck = 0
     try:
-        port = int(stack.app_url.rsplit(":", 1)[1])
+        port = stack.app_port
         run = secrets.token_hex(3)
         # Warm-up: connections, scripts loaded, first-call imports (qstash SDK) done.
         warm = await submit_many(port, tokens(f"w{run}", clients), clients)
@@ -571,9 +576,8 @@ async def phase_ttft(report: Report, *, quick: bool) -> None:
     section = f"3. TTFT overhead at the SSE client (model TTFT {MODEL_TTFT_MS:.0f} ms)"
     model = MODEL_TTFT_MS / 1000
     try:
-        host, port = stack.app_url.removeprefix("http://").rsplit(":", 1)
         # One keep-alive connection per client for its submits, one more per SSE stream.
-        conns = [RawHttp(host, int(port)) for _ in range(max(c for c, _ in runs))]
+        conns = [RawHttp(HOST, stack.app_port) for _ in range(max(c for c, _ in runs))]
         try:
             run = secrets.token_hex(3)
             warm = tokens(f"x{run}", len(conns))
@@ -618,8 +622,7 @@ async def phase_ttft(report: Report, *, quick: bool) -> None:
     # the offline model's own keyword work (~3 ms) included.
     stack = start_stack(ttft_ms=0.0)
     try:
-        host, port = stack.app_url.removeprefix("http://").rsplit(":", 1)
-        conn = RawHttp(host, int(port))
+        conn = RawHttp(HOST, stack.app_port)
         try:
             run = secrets.token_hex(3)
             got = [await one_ttft(conn, t) for t in tokens(f"z{run}", 20 if quick else 40)][5:]

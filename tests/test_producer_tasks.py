@@ -323,6 +323,7 @@ async def test_cancel_before_the_message_id_is_stored(
     assert publisher.cancelled == []  # nothing to delete at the queue: the delivery is skipped
     assert await redis.execute("GET", keys.quota("alice")) == "2"
     assert await redis.execute("ZCARD", keys.queue_waiting("q_deepseek_chat")) == 0
+    assert await redis.execute("EXISTS", keys.user_lock("alice", "job_match")) == 0
 
 
 async def test_cancel_started_task_409(app: Any, redis: RedisPort) -> None:

@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from lib.errors import ConfigError, PublishFailed
+from lib.http11 import Http11Transport
 from lib.local.embedded import free_port
 from lib.local.qstash import LocalQStashHandle, start_local_qstash
 from lib.qstash_publish import Publisher
@@ -79,6 +80,27 @@ async def test_publish_task_reaches_the_worker_path(
     assert got.verdict == "ok"
     assert json.loads(got.body) == {"task_id": "t1"}
     assert got.headers["upstash-message-id"] == message_id
+
+
+async def test_the_sdk_sends_through_the_http11_transport(
+    publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Publish and cancel go through `Http11Transport`, under the SDK's own client.
+
+    Fails if a qstash SDK release stops building its requests on `http._client`.
+    """
+    sent: list[str] = []
+    original = Http11Transport.handle_async_request
+
+    async def spy(self: Http11Transport, request: httpx.Request) -> httpx.Response:
+        sent.append(f"{request.method} {request.url.path.split('/')[2]}")
+        return await original(self, request)
+
+    monkeypatch.setattr(Http11Transport, "handle_async_request", spy)
+    r = route("job_match", "paid")
+    message_id = await publisher.publish_task(r, {}, task_id="t5", slot_limit=1)
+    await publisher.cancel(message_id)
+    assert sent == ["POST publish", "DELETE messages"]
 
 
 async def test_cancel(publisher: Publisher, receiver: Receiver) -> None:

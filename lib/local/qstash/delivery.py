@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from lib.local.qstash.http_client import DeliveryClient, DeliveryHTTPError
+from lib.http11 import Http11Client, Http11Error
 from lib.local.qstash.message import Message, PublishRequest, new_message_id
 from lib.local.qstash.signing import sign
 from lib.local.qstash.store import QStashStore
@@ -76,7 +76,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self._http: DeliveryClient | None = None
+        self._http: Http11Client | None = None
         self._last_reclaim = 0.0
         self._stopping = False
 
@@ -97,7 +97,7 @@ class Deliverer:
 
     async def start(self) -> None:
         """Start the loop in the running event loop."""
-        self._http = DeliveryClient(max_body=MAX_RESPONSE_BODY)
+        self._http = Http11Client(max_body=MAX_RESPONSE_BODY)
         self._loop_task = asyncio.create_task(self._run(), name="lqs-delivery")
 
     async def stop(self, grace_s: float = 5.0) -> None:
@@ -233,7 +233,7 @@ class Deliverer:
             response = await self._http.request(
                 msg.method, msg.url, body=msg.body, headers=headers, timeout_s=msg.timeout_s
             )
-        except DeliveryHTTPError as exc:
+        except Http11Error as exc:
             logger.info("message %s: attempt %d failed: %s", msg.id, msg.retried, exc)
             return Attempt(0, httpx.Headers(), b"", error=str(exc))
         return Attempt(response.status, httpx.Headers(response.headers), response.body)

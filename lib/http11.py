@@ -1,12 +1,14 @@
-"""The delivery HTTP client: HTTP/1.1 keep-alive on asyncio streams, parsed by httptools.
+"""A small HTTP/1.1 client on asyncio streams, parsed by httptools, and its httpx transport.
 
-Every delivery is one POST on the path from publish to a worker starting its task, so
-its client cost is part of every task's time to first token. httpx spends about a
-millisecond of CPU per request here (anyio, h11); this client spends a fraction of
-that with the C parser uvicorn uses. It does what deliveries need and no more:
-absolute `http`/`https` URLs, a request body of known length, a response with a
-status, headers and a body (length-delimited, chunked or until close), one pool of
-idle connections per origin, and a timeout over the whole exchange.
+Two hot paths use it: the local QStash server's deliveries (every task's way to its
+worker) and the producer's publish (every submit's way to QStash, under the official
+SDK through `Http11Transport`). On both, httpx's own transport (httpcore, h11, anyio)
+spends about a millisecond of CPU per request; this client spends a fraction of that
+with the C parser uvicorn uses. It does what those calls need and no more: absolute
+`http`/`https` URLs, a request body of known length, a response with a status,
+headers and a body (length-delimited, chunked or until close), one pool of idle
+connections per origin, and a timeout over the whole exchange. No proxies, no HTTP/2,
+no redirects: neither QStash's API nor a worker needs them.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httptools
+import httpx
 
 MAX_IDLE_PER_ORIGIN = 32
 READ_SIZE = 64 * 1024
@@ -25,8 +29,20 @@ READ_SIZE = 64 * 1024
 Origin = tuple[str, str, int]
 
 
-class DeliveryHTTPError(Exception):
+class Http11Error(Exception):
     """The exchange failed before a whole response arrived (connect, send, read, timeout)."""
+
+
+class Http11ConnectError(Http11Error):
+    """No connection: refused, unreachable, TLS handshake failed."""
+
+
+class Http11Timeout(Http11Error):
+    """The whole exchange took longer than its timeout."""
+
+
+class Http11BodyTooLarge(Http11Error):
+    """The response body is longer than the client accepts (`truncate=False`)."""
 
 
 @dataclass
@@ -43,6 +59,7 @@ class _Parse:
     """httptools callbacks collecting one response."""
 
     max_body: int
+    truncate: bool = True
     head: bool = False
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
@@ -50,6 +67,7 @@ class _Parse:
     status: int = 0
     complete: bool = False
     keep_alive: bool = False
+    too_large: bool = False
     parser: httptools.HttpResponseParser | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -69,6 +87,8 @@ class _Parse:
 
     def on_body(self, body: bytes) -> None:
         room = self.max_body - len(self.body)
+        if len(body) > room and not self.truncate:
+            self.too_large = True  # raised by the reader: httptools wraps callback errors
         if room > 0:
             self.body += body[:room]
 
@@ -87,13 +107,27 @@ class _Conn:
         self.writer.close()
 
 
-class DeliveryClient:
-    """One per delivery loop; `aclose()` closes the idle connections."""
+class Http11Client:
+    """One per event loop and user (a delivery loop, a publisher); `aclose()` closes it.
 
-    def __init__(self, *, max_body: int = READ_SIZE) -> None:
+    Args:
+        max_body: the longest response body kept.
+        truncate: `True` keeps the first `max_body` bytes of a longer body (deliveries
+            store what a worker answered, capped); `False` fails the request.
+        ssl_context: for `https` origins; the system's trust store by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_body: int = READ_SIZE,
+        truncate: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.max_body = max_body
+        self.truncate = truncate
         self._idle: dict[Origin, list[_Conn]] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context
 
     async def request(
         self,
@@ -101,33 +135,36 @@ class DeliveryClient:
         url: str,
         *,
         body: bytes,
-        headers: dict[str, str],
+        headers: Mapping[str, str] | Sequence[tuple[str, str]],
         timeout_s: float,
     ) -> Response:
         """Send one request and read the whole response within `timeout_s`.
 
         A pooled connection that ends before any byte of the response (the server
-        closed it while idle) is retried once on a new one; deliveries are
-        at-least-once, and the worker skips a task it has already finished.
+        closed it while idle) is retried once on a new one. Only callers whose requests
+        may arrive twice use this client: deliveries are at-least-once (the worker skips
+        a task it has finished) and a publish carries its deduplication id.
 
         Raises:
-            DeliveryHTTPError: no whole response (refused, reset, timed out, malformed).
+            Http11Error: no whole response (refused, reset, timed out, malformed, or a
+                body over `max_body` with `truncate=False`); the subclasses say which.
         """
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise DeliveryHTTPError(f"unsupported URL: {url[:80]}")
+            raise Http11Error(f"unsupported URL: {url[:80]}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         origin: Origin = (parts.scheme, parts.hostname, port)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host = parts.netloc.rsplit("@", 1)[-1]
         head = [f"{method} {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
-        head += [f"{name}: {value}" for name, value in headers.items() if _allowed(name)]
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        head += [f"{name}: {value}" for name, value in pairs if _allowed(name)]
         payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
         try:
             async with asyncio.timeout(timeout_s):
                 return await self._exchange(origin, payload, method.upper() == "HEAD")
         except TimeoutError as exc:
-            raise DeliveryHTTPError(f"timed out after {timeout_s:g} s") from exc
+            raise Http11Timeout(f"timed out after {timeout_s:g} s") from exc
 
     async def _exchange(self, origin: Origin, payload: bytes, head: bool) -> Response:
         conn = self._pooled(origin)
@@ -140,7 +177,7 @@ class DeliveryClient:
         try:
             return await self._send(origin, conn, payload, head)
         except _StaleConnection as exc:
-            raise DeliveryHTTPError("server closed the connection without a response") from exc
+            raise Http11Error("server closed the connection without a response") from exc
 
     def _pooled(self, origin: Origin) -> _Conn | None:
         """An idle connection to `origin` that has not visibly been closed, if any."""
@@ -162,11 +199,11 @@ class DeliveryClient:
         try:
             reader, writer = await asyncio.open_connection(host, port, ssl=context)
         except OSError as exc:
-            raise DeliveryHTTPError(f"connect {host}:{port}: {exc}") from exc
+            raise Http11ConnectError(f"connect {host}:{port}: {exc}") from exc
         return _Conn(reader, writer)
 
     async def _send(self, origin: Origin, conn: _Conn, payload: bytes, head: bool) -> Response:
-        parse = _Parse(self.max_body, head)
+        parse = _Parse(self.max_body, self.truncate, head)
         parser = parse.parser = httptools.HttpResponseParser(parse)
         received = False
         try:
@@ -179,9 +216,11 @@ class DeliveryClient:
                         raise _StaleConnection
                     if parse.headers_done and parse.close_delimited():
                         break  # the close ends the body
-                    raise DeliveryHTTPError("connection closed mid-response")
+                    raise Http11Error("connection closed mid-response")
                 received = True
                 parser.feed_data(data)
+                if parse.too_large:
+                    raise Http11BodyTooLarge(f"response body over {self.max_body} bytes")
         except _StaleConnection:
             conn.close()
             raise
@@ -189,7 +228,7 @@ class DeliveryClient:
             conn.close()
             if not received and isinstance(exc, ConnectionResetError | BrokenPipeError):
                 raise _StaleConnection from exc
-            raise DeliveryHTTPError(f"{type(exc).__name__}: {exc}") from exc
+            raise Http11Error(f"{type(exc).__name__}: {exc}") from exc
         except BaseException:
             conn.close()  # cancelled or timed out mid-exchange: the connection is unusable
             raise
@@ -219,3 +258,49 @@ class _StaleConnection(Exception):
 def _allowed(name: str) -> bool:
     """Headers the client sets itself are not taken from the caller."""
     return name.lower() not in ("host", "content-length", "transfer-encoding", "connection")
+
+
+class Http11Transport(httpx.AsyncBaseTransport):
+    """`Http11Client` under an `httpx.AsyncClient`, for SDKs that take one (qstash).
+
+    Whole bodies only: the request's is read before sending, the response's arrives
+    whole (`max_body`, default 8 MiB, else `httpx.ReadError`). The timeout is the
+    request's longest configured one, over the whole exchange. Errors map onto httpx's
+    (`ConnectError`, `TimeoutException`, `ReadError`), so callers' handling is unchanged.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_body: int = 8 * 1024 * 1024,
+        ssl_context: ssl.SSLContext | None = None,
+        default_timeout_s: float = 30.0,
+    ) -> None:
+        self._client = Http11Client(max_body=max_body, truncate=False, ssl_context=ssl_context)
+        self._default_timeout_s = default_timeout_s
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers.raw]
+        limits = [t for t in request.extensions.get("timeout", {}).values() if t is not None]
+        timeout_s = max(limits) if limits else self._default_timeout_s
+        try:
+            reply = await self._client.request(
+                request.method, str(request.url), body=body, headers=headers, timeout_s=timeout_s
+            )
+        except Http11ConnectError as exc:
+            raise httpx.ConnectError(str(exc), request=request) from exc
+        except Http11Timeout as exc:
+            raise httpx.TimeoutException(str(exc), request=request) from exc
+        except Http11Error as exc:
+            raise httpx.ReadError(str(exc), request=request) from exc
+        return httpx.Response(
+            reply.status,
+            headers=reply.headers,
+            stream=httpx.ByteStream(reply.body),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,15 +1,28 @@
-"""The local QStash server's delivery client against raw loopback servers."""
+"""`lib.http11`: the client and its httpx transport against raw loopback servers."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
+import httpx
 import pytest
 
+from lib.http11 import (
+    Http11BodyTooLarge,
+    Http11Client,
+    Http11ConnectError,
+    Http11Error,
+    Http11Timeout,
+    Http11Transport,
+)
 from lib.local.embedded import free_port
-from lib.local.qstash.http_client import DeliveryClient, DeliveryHTTPError
+
+TLS = Path(__file__).parent / "tls"
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -29,8 +42,9 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str
 class Server:
     """A loopback TCP server running `handler` per connection; counts connections."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self.tls = tls
         self.connections = 0
         self.server: asyncio.Server | None = None
         self.url = ""
@@ -45,8 +59,9 @@ class Server:
             writer.close()
 
     async def __aenter__(self) -> Server:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+        scheme = "https" if self.tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -69,13 +84,13 @@ def fixed(status: int, body: bytes) -> Handler:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[DeliveryClient]:
-    http = DeliveryClient(max_body=64)
+async def client() -> AsyncIterator[Http11Client]:
+    http = Http11Client(max_body=64)
     yield http
     await http.aclose()
 
 
-async def test_request_and_keep_alive(client: DeliveryClient) -> None:
+async def test_request_and_keep_alive(client: Http11Client) -> None:
     """Status, headers (repeats kept) and body; the second request reuses the connection."""
     seen: list[tuple[str, dict[str, str], bytes]] = []
 
@@ -102,7 +117,7 @@ async def test_request_and_keep_alive(client: DeliveryClient) -> None:
     assert body == b'{"a": 1}'
 
 
-async def test_chunked_and_close_delimited_bodies(client: DeliveryClient) -> None:
+async def test_chunked_and_close_delimited_bodies(client: Http11Client) -> None:
     async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(
@@ -122,14 +137,14 @@ async def test_chunked_and_close_delimited_bodies(client: DeliveryClient) -> Non
     assert (two.status, two.body) == (200, b"all of it")
 
 
-async def test_body_is_capped(client: DeliveryClient) -> None:
+async def test_body_is_capped(client: Http11Client) -> None:
     async with Server(fixed(500, b"x" * 1000)) as server:
         reply = await client.request("POST", server.url, body=b"", headers={}, timeout_s=2)
     assert reply.status == 500 and reply.body == b"x" * 64
 
 
 async def test_connection_closed_while_idle_is_retried_on_a_new_one(
-    client: DeliveryClient,
+    client: Http11Client,
 ) -> None:
     """The server closes a kept-alive connection after each answer; the next request still works."""
 
@@ -147,36 +162,36 @@ async def test_connection_closed_while_idle_is_retried_on_a_new_one(
     assert server.connections == 3
 
 
-async def test_timeout_and_refused_are_delivery_errors(client: DeliveryClient) -> None:
+async def test_timeout_and_refused_are_errors_of_their_kind(client: Http11Client) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         await asyncio.sleep(5)
 
     async with Server(silent) as server:
         started = time.monotonic()
-        with pytest.raises(DeliveryHTTPError, match="timed out"):
+        with pytest.raises(Http11Timeout, match="timed out"):
             await client.request("POST", server.url, body=b"", headers={}, timeout_s=0.2)
         assert time.monotonic() - started < 1.0
-    with pytest.raises(DeliveryHTTPError, match="connect"):
+    with pytest.raises(Http11ConnectError, match="connect"):
         await client.request(
             "POST", f"http://127.0.0.1:{free_port()}/", body=b"", headers={}, timeout_s=2
         )
-    with pytest.raises(DeliveryHTTPError, match="unsupported"):
+    with pytest.raises(Http11Error, match="unsupported"):
         await client.request("POST", "ftp://example/", body=b"", headers={}, timeout_s=2)
 
 
-async def test_reset_mid_response_is_an_error(client: DeliveryClient) -> None:
+async def test_reset_mid_response_is_an_error(client: Http11Client) -> None:
     async def half(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
         await writer.drain()
 
     async with Server(half) as server:
-        with pytest.raises(DeliveryHTTPError):
+        with pytest.raises(Http11Error):
             await client.request("POST", server.url, body=b"", headers={}, timeout_s=2)
 
 
-async def test_head_answer_has_no_body(client: DeliveryClient) -> None:
+async def test_head_answer_has_no_body(client: Http11Client) -> None:
     """A HEAD answer ends with its headers, even with a Content-Length; the connection is reused."""
 
     async def head_then_post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -193,3 +208,108 @@ async def test_head_answer_has_no_body(client: DeliveryClient) -> None:
     assert (head.status, head.body) == (200, b"")
     assert (post.status, post.body) == (201, b"ok")
     assert server.connections == 1
+
+
+async def test_body_over_the_limit_fails_when_not_truncating() -> None:
+    """`truncate=False` is for callers that need the whole answer: a longer one is an error."""
+    strict = Http11Client(max_body=64, truncate=False)
+    try:
+        async with Server(fixed(200, b"x" * 64)) as server:
+            reply = await strict.request("GET", server.url, body=b"", headers={}, timeout_s=2)
+            assert reply.body == b"x" * 64
+        async with Server(fixed(200, b"x" * 65)) as server:
+            with pytest.raises(Http11BodyTooLarge):
+                await strict.request("GET", server.url, body=b"", headers={}, timeout_s=2)
+    finally:
+        await strict.aclose()
+
+
+def server_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(TLS / "loopback-cert.pem", TLS / "loopback-key.pem")
+    return context
+
+
+async def test_https_verifies_the_server_certificate() -> None:
+    """A server the client's trust store vouches for is reached; one it does not, refused."""
+    trusting = Http11Client(
+        ssl_context=ssl.create_default_context(cafile=TLS / "loopback-cert.pem")
+    )
+    default = Http11Client()  # the system's trust store: the self-signed certificate is not in it
+    try:
+        async with Server(fixed(201, b"ok"), tls=server_tls()) as server:
+            assert server.url.startswith("https://")
+            for _ in range(2):
+                reply = await trusting.request(
+                    "POST", server.url, body=b"", headers={}, timeout_s=2
+                )
+                assert (reply.status, reply.body) == (201, b"ok")
+            assert server.connections == 1
+            with pytest.raises(Http11ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await default.request("POST", server.url, body=b"", headers={}, timeout_s=2)
+    finally:
+        await trusting.aclose()
+        await default.aclose()
+
+
+@pytest.fixture
+async def via_transport() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        transport=Http11Transport(max_body=1024), timeout=httpx.Timeout(5.0, connect=1.0)
+    ) as http:
+        yield http
+
+
+async def test_transport_carries_requests_and_answers_as_httpx_does(
+    via_transport: httpx.AsyncClient,
+) -> None:
+    """Method, path, query, repeated headers and body out; status, headers, gzip body back."""
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+    packed = gzip.compress(b'{"messageId": "msg_1"}')
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            seen.append(await read_request(reader))
+            writer.write(
+                b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                b"Content-Encoding: gzip\r\nX-A: 1\r\nX-A: 2\r\n"
+                + f"Content-Length: {len(packed)}\r\n\r\n".encode()
+                + packed
+            )
+
+    async with Server(handle) as server:
+        for n in range(2):
+            reply = await via_transport.post(
+                f"{server.url}/v2/publish/http://w.example/api?x={n}",
+                content=b'{"a": 1}',
+                headers={"Authorization": "Bearer t", "Upstash-Retries": "3"},
+            )
+            assert reply.status_code == 201 and reply.reason_phrase == "Created"
+            assert reply.json() == {"messageId": "msg_1"}
+            assert reply.headers.get_list("x-a") == ["1", "2"]
+            assert reply.http_version == "HTTP/1.1"
+    assert server.connections == 1
+    line, headers, body = seen[1]
+    assert line == "POST /v2/publish/http://w.example/api?x=1 HTTP/1.1"
+    assert headers["authorization"] == "Bearer t" and headers["upstash-retries"] == "3"
+    assert headers["host"] == server.url[7:] and headers["content-length"] == "8"
+    assert body == b'{"a": 1}'
+
+
+async def test_transport_errors_are_httpx_errors(via_transport: httpx.AsyncClient) -> None:
+    """Refused, timed out, too long: each is the httpx error callers already handle."""
+    with pytest.raises(httpx.ConnectError):
+        await via_transport.post(f"http://127.0.0.1:{free_port()}/", content=b"")
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async with Server(silent) as server:
+        started = time.monotonic()
+        with pytest.raises(httpx.TimeoutException):
+            await via_transport.post(server.url, content=b"", timeout=0.2)
+        assert time.monotonic() - started < 1.0
+    async with Server(fixed(200, b"x" * 2000)) as server:
+        with pytest.raises(httpx.ReadError, match="over 1024 bytes"):
+            await via_transport.get(server.url)

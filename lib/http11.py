@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import certifi
 import httptools
 import httpx
 
@@ -114,7 +115,7 @@ class Http11Client:
         max_body: the longest response body kept.
         truncate: `True` keeps the first `max_body` bytes of a longer body (deliveries
             store what a worker answered, capped); `False` fails the request.
-        ssl_context: for `https` origins; the system's trust store by default.
+        ssl_context: for `https` origins; certifi's CA bundle (as httpx's) by default.
     """
 
     def __init__(
@@ -194,7 +195,9 @@ class Http11Client:
         context: ssl.SSLContext | None = None
         if scheme == "https":
             if self._ssl is None:
-                self._ssl = ssl.create_default_context()
+                # httpx's trust store (certifi's bundle), so switching to this client
+                # trusts what the SDK's own client trusted, on hosts without CA files too.
+                self._ssl = ssl.create_default_context(cafile=certifi.where())
             context = self._ssl
         try:
             reader, writer = await asyncio.open_connection(host, port, ssl=context)

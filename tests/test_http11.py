@@ -235,7 +235,7 @@ async def test_https_verifies_the_server_certificate() -> None:
     trusting = Http11Client(
         ssl_context=ssl.create_default_context(cafile=TLS / "loopback-cert.pem")
     )
-    default = Http11Client()  # the system's trust store: the self-signed certificate is not in it
+    default = Http11Client()  # certifi's CA bundle: the self-signed certificate is not in it
     try:
         async with Server(fixed(201, b"ok"), tls=server_tls()) as server:
             assert server.url.startswith("https://")

@@ -4,14 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: bootstrap demo test lint bench clean
+.PHONY: bootstrap demo test lint bench requirements clean
 
 bootstrap: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[local,dev]'
 	touch $(STAMP)
 
 demo: bootstrap
@@ -27,6 +27,10 @@ lint: bootstrap
 
 bench: bootstrap
 	$(PY) bench/run.py
+
+# requirements.txt for Vercel / Lambda: runtime dependencies, pinned as installed.
+requirements: bootstrap
+	$(PY) -m lib.deploy_requirements > requirements.txt
 
 clean:
 	rm -rf $(VENV) .slotline .pytest_cache .mypy_cache .ruff_cache

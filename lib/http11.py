@@ -138,8 +138,12 @@ class Http11Client:
         body: bytes,
         headers: Mapping[str, str] | Sequence[tuple[str, str]],
         timeout_s: float,
+        connect_timeout_s: float | None = None,
     ) -> Response:
         """Send one request and read the whole response within `timeout_s`.
+
+        A new connection (TCP and TLS) must be made within `connect_timeout_s` too,
+        when given: an unreachable host fails fast even under a long `timeout_s`.
 
         A pooled connection that ends before any byte of the response (the server
         closed it while idle) is retried once on a new one. Only callers whose requests
@@ -163,18 +167,22 @@ class Http11Client:
         payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
         try:
             async with asyncio.timeout(timeout_s):
-                return await self._exchange(origin, payload, method.upper() == "HEAD")
+                return await self._exchange(
+                    origin, payload, method.upper() == "HEAD", connect_timeout_s
+                )
         except TimeoutError as exc:
             raise Http11Timeout(f"timed out after {timeout_s:g} s") from exc
 
-    async def _exchange(self, origin: Origin, payload: bytes, head: bool) -> Response:
+    async def _exchange(
+        self, origin: Origin, payload: bytes, head: bool, connect_timeout_s: float | None
+    ) -> Response:
         conn = self._pooled(origin)
         if conn is not None:
             try:
                 return await self._send(origin, conn, payload, head)
             except _StaleConnection:
                 pass  # closed by the server while idle: once more on a new connection
-        conn = await self._connect(origin)
+        conn = await self._connect(origin, connect_timeout_s)
         try:
             return await self._send(origin, conn, payload, head)
         except _StaleConnection as exc:
@@ -190,7 +198,7 @@ class Http11Client:
             conn.close()
         return None
 
-    async def _connect(self, origin: Origin) -> _Conn:
+    async def _connect(self, origin: Origin, timeout_s: float | None) -> _Conn:
         scheme, host, port = origin
         context: ssl.SSLContext | None = None
         if scheme == "https":
@@ -200,7 +208,12 @@ class Http11Client:
                 self._ssl = ssl.create_default_context(cafile=certifi.where())
             context = self._ssl
         try:
-            reader, writer = await asyncio.open_connection(host, port, ssl=context)
+            async with asyncio.timeout(timeout_s):
+                reader, writer = await asyncio.open_connection(host, port, ssl=context)
+        except TimeoutError as exc:
+            raise Http11ConnectError(
+                f"connect {host}:{port}: timed out after {timeout_s:g} s"
+            ) from exc
         except OSError as exc:
             raise Http11ConnectError(f"connect {host}:{port}: {exc}") from exc
         return _Conn(reader, writer)
@@ -267,9 +280,11 @@ class Http11Transport(httpx.AsyncBaseTransport):
     """`Http11Client` under an `httpx.AsyncClient`, for SDKs that take one (qstash).
 
     Whole bodies only: the request's is read before sending, the response's arrives
-    whole (`max_body`, default 8 MiB, else `httpx.ReadError`). The timeout is the
-    request's longest configured one, over the whole exchange. Errors map onto httpx's
-    (`ConnectError`, `TimeoutException`, `ReadError`), so callers' handling is unchanged.
+    whole (`max_body`, default 8 MiB, else `httpx.ReadError`). httpx's `connect`
+    timeout bounds a new connection; the longest of its other timeouts bounds the whole
+    exchange (httpx's `read` is per read: with whole bodies of a few KiB, the same
+    thing). Errors map onto httpx's (`ConnectError`, `TimeoutException`, `ReadError`),
+    so callers' handling is unchanged.
     """
 
     def __init__(
@@ -285,11 +300,17 @@ class Http11Transport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
         headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers.raw]
-        limits = [t for t in request.extensions.get("timeout", {}).values() if t is not None]
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        limits = [t for k, t in timeouts.items() if k != "connect" and t is not None]
         timeout_s = max(limits) if limits else self._default_timeout_s
         try:
             reply = await self._client.request(
-                request.method, str(request.url), body=body, headers=headers, timeout_s=timeout_s
+                request.method,
+                str(request.url),
+                body=body,
+                headers=headers,
+                timeout_s=timeout_s,
+                connect_timeout_s=timeouts.get("connect"),
             )
         except Http11ConnectError as exc:
             raise httpx.ConnectError(str(exc), request=request) from exc

@@ -20,21 +20,25 @@ from lib.settings import Settings, secret
 logger = logging.getLogger(__name__)
 
 DELIVERY_RETRIES = 3
+CONNECT_TIMEOUT_S = 5.0
 FAILED_PATH = "/api/worker/failed"
 # Transport retries of the publish call itself: short, the producer answers 503 otherwise.
 PUBLISH_RETRY = RetryConfig(retries=2, backoff=lambda attempt: 100.0 * (attempt + 1))
 
 
-def use_http11(client: AsyncQStash) -> None:
+def use_http11(client: AsyncQStash, *, timeout_s: float) -> None:
     """Send the SDK's requests through `Http11Transport` instead of httpx's own.
 
     The SDK builds its `httpx.AsyncClient` itself and takes no transport, so the
-    client is replaced, with the SDK's timeouts. httpcore costs about 1 ms of CPU
-    per publish; this transport a fraction of that, on every submit's path
-    (docs/bench.md, "Publishing"). Everything above the transport is the SDK's.
+    client is replaced. httpcore costs about 1 ms of CPU per publish; this transport a
+    fraction of that, on every submit's path (docs/bench.md, "Publishing"). Everything
+    above the transport is the SDK's. Its own timeout (600 s) would hold a submit that
+    long; each call here has `timeout_s`, a new connection at most 5 s of it.
     """
-    sdk_client = client.http._client
-    client.http._client = httpx.AsyncClient(timeout=sdk_client.timeout, transport=Http11Transport())
+    client.http._client = httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
+        transport=Http11Transport(),
+    )
 
 
 class Publisher:
@@ -74,7 +78,7 @@ class Publisher:
         else:
             retry_config = retry
         client = AsyncQStash(token, retry=retry_config, base_url=settings.qstash_url)
-        use_http11(client)
+        use_http11(client, timeout_s=settings.qstash_publish_timeout_s)
         # The worker's own time limit plus a margin: QStash must not give up first.
         return cls(
             client,

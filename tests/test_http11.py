@@ -313,3 +313,33 @@ async def test_transport_errors_are_httpx_errors(via_transport: httpx.AsyncClien
     async with Server(fixed(200, b"x" * 2000)) as server:
         with pytest.raises(httpx.ReadError, match="over 1024 bytes"):
             await via_transport.get(server.url)
+
+
+async def test_connect_timeout_bounds_a_new_connection() -> None:
+    """A peer that takes the TCP connection but never answers the TLS handshake."""
+
+    released = asyncio.Event()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await released.wait()
+
+    client = Http11Client()
+    try:
+        async with Server(mute) as server:
+            url = server.url.replace("http://", "https://")
+            started = time.monotonic()
+            with pytest.raises(Http11ConnectError, match=r"timed out after 0\.2 s"):
+                await client.request(
+                    "POST", url, body=b"", headers={}, timeout_s=5, connect_timeout_s=0.2
+                )
+            assert time.monotonic() - started < 1.0
+            async with httpx.AsyncClient(
+                transport=Http11Transport(), timeout=httpx.Timeout(5.0, connect=0.2)
+            ) as http:
+                with pytest.raises(httpx.ConnectError):
+                    await http.post(url, content=b"")
+            assert time.monotonic() - started < 2.0
+            released.set()
+            await asyncio.sleep(0.05)  # the handlers close their side
+    finally:
+        await client.aclose()

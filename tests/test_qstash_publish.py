@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -132,6 +134,34 @@ async def test_publish_failed_on_rejection(lqs: LocalQStashHandle) -> None:
             await pub.publish_task(route("job_summary", "free"), {}, task_id="t4", slot_limit=2)
     finally:
         await pub.aclose()
+
+
+async def test_publish_gives_up_after_its_timeout() -> None:
+    """A QStash that takes the request and never answers: PublishFailed, not a 600 s wait."""
+
+    released = asyncio.Event()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await released.wait()
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    slow = settings_for(url, "token", "http://app.example")
+    pub = Publisher.from_settings(
+        slow.model_copy(update={"qstash_publish_timeout_s": 0.3}), retry=False
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(PublishFailed):
+            await pub.publish_task(route("job_summary", "free"), {}, task_id="t6", slot_limit=2)
+        assert 0.25 < time.monotonic() - started < 1.5
+    finally:
+        released.set()
+        await pub.aclose()
+        server.close()
+        await asyncio.sleep(0.05)  # the handler closes its side
 
 
 def test_missing_settings_are_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from decimal import Decimal
+from typing import Any
 
 import httpx2
 import openai
@@ -18,7 +19,7 @@ from lib.llm.attempt import CallContext, RetryPolicy
 from lib.llm.dict_chunks import DictChunkCompletions
 from lib.llm.providers import ChatModels, EndpointProvider, ModelEndpoint
 from lib.llm.schemas import DegradedSummary
-from lib.llm.streaming import parse_output, run_stream
+from lib.llm.streaming import OnDelta, StreamResult, parse_output, run_stream
 from lib.llm.structured import degraded_summary, run_structured
 from lib.local.serve import ServerThread
 from lib.redisport import RedisPort
@@ -285,6 +286,24 @@ async def test_plain_streams_reach_langchain_as_wire_dicts(
         await model.async_client.create(model="deepseek-chat", messages=MESSAGES, stream=True)
 
 
+async def stream(
+    models: ChatModels,
+    endpoints: Sequence[ModelEndpoint],
+    on_delta: OnDelta,
+    **options: Any,
+) -> StreamResult[Job]:
+    """`run_stream` on this file's messages, schema and context; `POLICY` unless given."""
+    return await run_stream(
+        MESSAGES,
+        Job,
+        endpoints,
+        ctx=CTX,
+        on_delta=on_delta,
+        models=models,
+        **({"policy": POLICY} | options),
+    )
+
+
 @pytest.fixture(params=["deepseek", "openai_compat"])
 def primary(request: pytest.FixtureRequest) -> EndpointProvider:
     """The streaming tests run on both stream paths of `ChatOpenAI`: a JSON-mode provider
@@ -298,15 +317,7 @@ async def test_stream_delivers_deltas_as_they_come_and_captures_usage(
     """Deltas arrive one by one before the stream ends; usage is the final chunk's."""
     fake.script("deepseek-chat", Reply(VALID, token_delay_s=0.03, input_tokens=40))
     sink = Sink()
-    result = await run_stream(
-        MESSAGES,
-        Job,
-        [ep(base_url, provider=primary)],
-        ctx=CTX,
-        on_delta=sink.delta,
-        policy=POLICY,
-        models=models,
-    )
+    result = await stream(models, [ep(base_url, provider=primary)], sink.delta)
     assert sink.events == pieces(VALID) and result.text == VALID
     assert sink.times[-1] - sink.times[0] > 0.03 * (len(pieces(VALID)) - 2)
     assert result.value == Job(title="Python engineer", score=87)
@@ -326,15 +337,7 @@ async def test_stream_tolerates_a_json_fence(
     """A ```json fenced answer validates once the stream is complete."""
     fake.script("deepseek-chat", Reply(f"```json\n{VALID}\n```"))
     sink = Sink()
-    result = await run_stream(
-        MESSAGES,
-        Job,
-        [ep(base_url, provider=primary)],
-        ctx=CTX,
-        on_delta=sink.delta,
-        policy=POLICY,
-        models=models,
-    )
+    result = await stream(models, [ep(base_url, provider=primary)], sink.delta)
     assert result.value.score == 87
 
 
@@ -345,16 +348,7 @@ async def test_stream_invalid_output_raises_output_invalid(
     fake.script("deepseek-chat", Reply('{"title": "x"}'))
     seen: list[UsageRecord] = []
     with pytest.raises(OutputInvalid) as caught:
-        await run_stream(
-            MESSAGES,
-            Job,
-            [ep(base_url, provider=primary)],
-            ctx=CTX,
-            on_delta=Sink().delta,
-            record=seen.append,
-            policy=POLICY,
-            models=models,
-        )
+        await stream(models, [ep(base_url, provider=primary)], Sink().delta, record=seen.append)
     assert caught.value.code == "output_invalid"
     assert [u.success for u in seen] == [False] and fake.calls() == 1
 
@@ -365,15 +359,8 @@ async def test_stream_broken_midway_restarts_cleanly(
     """A dropped stream after some tokens signals a restart, then the retry's text stands alone."""
     fake.script("deepseek-chat", Break('{"title": "Pyth'), Reply(VALID))
     sink = Sink()
-    result = await run_stream(
-        MESSAGES,
-        Job,
-        [ep(base_url, provider=primary)],
-        ctx=CTX,
-        on_delta=sink.delta,
-        on_restart=sink.restart,
-        policy=POLICY,
-        models=models,
+    result = await stream(
+        models, [ep(base_url, provider=primary)], sink.delta, on_restart=sink.restart
     )
     assert sink.events.count("<restart>") == 1 and sink.text == VALID
     assert [u.success for u in result.usage] == [False, True]
@@ -389,16 +376,7 @@ async def test_stream_stall_times_out_and_falls_back(
     sink = Sink()
     endpoints = [ep(base_url, provider=primary), ep(base_url, "glm-4.5", "zhipu")]
     started = time.perf_counter()
-    result = await run_stream(
-        MESSAGES,
-        Job,
-        endpoints,
-        ctx=CTX,
-        on_delta=sink.delta,
-        on_restart=sink.restart,
-        policy=TIGHT,
-        models=models,
-    )
+    result = await stream(models, endpoints, sink.delta, on_restart=sink.restart, policy=TIGHT)
     assert time.perf_counter() - started < 3.5  # the stall was cut at the timeout
     assert result.usage[1].error_message == "TimeoutError"
     assert result.endpoint.model_name == "glm-4.5" and sink.text == VALID
@@ -412,15 +390,11 @@ async def test_stream_all_failing_raises_llm_error(
     fake.default = Fail(500)
     seen: list[UsageRecord] = []
     with pytest.raises(LLMError) as caught:
-        await run_stream(
-            MESSAGES,
-            Job,
+        await stream(
+            models,
             [ep(base_url, provider=primary), ep(base_url, "glm-4.5", "zhipu")],
-            ctx=CTX,
-            on_delta=Sink().delta,
+            Sink().delta,
             record=seen.append,
-            policy=POLICY,
-            models=models,
         )
     assert caught.value.code == "llm_error" and len(seen) == 6 == fake.calls()
 
@@ -432,16 +406,7 @@ async def test_stream_cancellation_stops_the_stream(
     fake.script("deepseek-chat", Reply(VALID, token_delay_s=0.05))
     sink, seen = Sink(), list[UsageRecord]()
     task = asyncio.create_task(
-        run_stream(
-            MESSAGES,
-            Job,
-            [ep(base_url, provider=primary)],
-            ctx=CTX,
-            on_delta=sink.delta,
-            record=seen.append,
-            policy=POLICY,
-            models=models,
-        )
+        stream(models, [ep(base_url, provider=primary)], sink.delta, record=seen.append)
     )
     while not sink.events:
         await asyncio.sleep(0.01)
@@ -465,16 +430,7 @@ async def test_stream_callback_failure_is_not_retried(
 
     seen: list[UsageRecord] = []
     with pytest.raises(KeyError):
-        await run_stream(
-            MESSAGES,
-            Job,
-            [ep(base_url, provider=primary)],
-            ctx=CTX,
-            on_delta=broken,
-            record=seen.append,
-            policy=POLICY,
-            models=models,
-        )
+        await stream(models, [ep(base_url, provider=primary)], broken, record=seen.append)
     assert fake.calls() == 1 and len(seen) == 1 and not seen[0].success
 
 
@@ -546,16 +502,7 @@ async def test_each_attempt_is_exactly_one_usage_row(
 
     fake.default = Reply(VALID)
     records = []
-    await run_stream(
-        MESSAGES,
-        Job,
-        endpoints,
-        ctx=CTX,
-        on_delta=Sink().delta,
-        record=records.append,
-        policy=POLICY,
-        models=models,
-    )
+    await stream(models, endpoints, Sink().delta, record=records.append)
     await usage.append(redis, records)
 
     assert await usage.drain(redis, runs_db) == fake.calls() == 4 + 6 + 1

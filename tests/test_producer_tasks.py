@@ -224,6 +224,13 @@ async def test_queue_full_publishes_and_debits_nothing(
     assert await redis.execute("EXISTS", keys.user_lock("bob", "resume_summary")) == 0
 
 
+async def assert_released(redis: RedisPort, *, quota: str) -> None:
+    """alice's job_match holds nothing: her balance is `quota`, not waiting, not locked."""
+    assert await redis.execute("GET", keys.quota("alice")) == quota
+    assert await redis.execute("ZCARD", keys.queue_waiting("q_deepseek_chat")) == 0
+    assert await redis.execute("EXISTS", keys.user_lock("alice", "job_match")) == 0
+
+
 async def test_publish_failure_leaves_nothing(
     app: Any, redis: RedisPort, publisher: RecordingPublisher
 ) -> None:
@@ -233,10 +240,8 @@ async def test_publish_failure_leaves_nothing(
     async with client_for(app, user="alice") as client:
         resp = await client.post("/api/tasks", json=JOB_MATCH)
         assert (resp.status_code, resp.json()["error"]) == (503, "publish_failed")
-        assert await redis.execute("GET", keys.quota("alice")) == "3"
+        await assert_released(redis, quota="3")
         assert await redis.execute("GET", keys.queue_pending("q_deepseek_chat")) in (None, "0")
-        assert await redis.execute("ZCARD", keys.queue_waiting("q_deepseek_chat")) == 0
-        assert await redis.execute("EXISTS", keys.user_lock("alice", "job_match")) == 0
         assert await redis.execute("KEYS", "task:*") == []
         assert await redis.execute("KEYS", "idem:*") == []
         publisher.fail = False
@@ -304,9 +309,7 @@ async def test_cancel_queued_task(
         again = await client.delete(task["status_url"])
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
     assert publisher.cancelled == [f"msg_{task['task_id']}"]
-    assert await redis.execute("GET", keys.quota("alice")) == "2"
-    assert await redis.execute("ZCARD", keys.queue_waiting("q_deepseek_chat")) == 0
-    assert await redis.execute("EXISTS", keys.user_lock("alice", "job_match")) == 0
+    await assert_released(redis, quota="2")
     assert (again.status_code, again.json()["error"]) == (409, "task_not_cancellable")
 
 
@@ -321,9 +324,7 @@ async def test_cancel_before_the_message_id_is_stored(
         resp = await client.delete(task["status_url"])
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
     assert publisher.cancelled == []  # nothing to delete at the queue: the delivery is skipped
-    assert await redis.execute("GET", keys.quota("alice")) == "2"
-    assert await redis.execute("ZCARD", keys.queue_waiting("q_deepseek_chat")) == 0
-    assert await redis.execute("EXISTS", keys.user_lock("alice", "job_match")) == 0
+    await assert_released(redis, quota="2")
 
 
 async def test_cancel_started_task_409(app: Any, redis: RedisPort) -> None:

@@ -13,9 +13,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lib.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from lib.publisher import Publisher
     from lib.qstash_verify import Verifier
     from lib.redisport import RedisPort
-    from producer.tasks import Publisher
     from worker.delivery import Runner
 
 WORKER_PREFIX = "/api/worker/"
@@ -55,23 +55,31 @@ def create_app(
     Args:
         settings: defaults to `get_settings()`.
         redis: a Redis port shared by both sides instead of one made from settings each.
-        publisher: the producer's publisher instead of the QStash one.
+        publisher: the publisher of both sides instead of the QStash one.
         runner: the worker's runner instead of the LLM runner.
         verifier: the worker's signature verifier instead of one from the signing keys.
 
     Returns:
         The Starlette app.
     """
+    from lib.publisher import LazyPublisher
     from producer.app import create_app as create_producer
     from worker.app import create_app as create_worker
 
     settings = settings or get_settings()
-    producer = create_producer(settings, redis=redis, publisher=publisher)
-    worker = create_worker(settings, redis=redis, runner=runner, verifier=verifier)
+    # One publisher for both sides (the worker replaces dead-lettered tickets).
+    owned = LazyPublisher(settings) if publisher is None else None
+    shared = publisher or owned
+    producer = create_producer(settings, redis=redis, publisher=shared)
+    worker = create_worker(
+        settings, redis=redis, runner=runner, verifier=verifier, publisher=shared
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            if owned is not None:
+                stack.push_async_callback(owned.aclose)
             await stack.enter_async_context(producer.router.lifespan_context(producer))
             await stack.enter_async_context(worker.router.lifespan_context(worker))
             yield

@@ -110,7 +110,13 @@ def encode_data(data: Any) -> str:
 
 
 async def append(
-    redis: RedisPort, key: str, type: EventType, data: Any, *, ttl_s: int | None
+    redis: RedisPort,
+    key: str,
+    type: EventType,
+    data: Any,
+    *,
+    ttl_s: int | None,
+    fields: dict[str, Arg] | None = None,
 ) -> str:
     """Append one event (and refresh the stream's TTL) in one round trip.
 
@@ -122,6 +128,7 @@ async def append(
         ttl_s: the stream expires this long after its last event; None when the TTL is
             already set (the worker's token batches: the start script set it, finish
             refreshes it), which saves a billed command per write.
+        fields: extra stream fields beside `type` and `data` (readers ignore them).
 
     Returns:
         The new entry's stream id.
@@ -130,6 +137,8 @@ async def append(
         RedisReplyError: Redis refused a command.
     """
     xadd: list[Arg] = ["XADD", key, "*", "type", type, "data", encode_data(data)]
+    for name, value in (fields or {}).items():
+        xadd += [name, value]
     if ttl_s is None:
         return str(await redis.execute(*xadd))
     replies = await redis.pipeline([xadd, ["EXPIRE", key, ttl_s]])

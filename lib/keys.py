@@ -5,8 +5,6 @@ Scripts never build key names: callers pass each key through KEYS.
 
 from __future__ import annotations
 
-PREFIX = ""  # all keys live at the top level; a deployment shares one Redis per app
-
 
 def model_pool(model: str, tier: str) -> str:
     """ZSET of slot leases (member = lease id, score = expiry ms) for one model and tier."""
@@ -26,6 +24,15 @@ def queue_pending(queue_id: str) -> str:
 def queue_waiting(queue_id: str) -> str:
     """ZSET of admitted, not yet started tasks (score = priority band + enqueue time)."""
     return f"queue:{queue_id}:waiting"
+
+
+def queue_specs(queue_id: str) -> str:
+    """Hash of the queue's unfinished tasks: task id → the task's spec (JSON).
+
+    A delivery is a ticket for its queue and may start another task than its own: the
+    head of the waiting order. This hash gives the worker that task's body.
+    """
+    return f"queue:{queue_id}:specs"
 
 
 def queue_waits(queue_id: str) -> str:

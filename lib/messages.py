@@ -4,10 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from lib.i18n import Lang
-from lib.routing import Modality, Mode, ModelId, QueueId, Template, Tier
+from lib.routing import Modality, Mode, ModelId, QueueId, Route, Template, Tier, route
+
+
+class TaskSpec(BaseModel):
+    """What a task is, whatever its route: kept in Redis while it is unfinished.
+
+    A delivery may start another task of its queue than its own (the head of the
+    waiting order, `lib/lua/start.lua`); the worker rebuilds that task's message from
+    its spec and the queue's route.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_id: str
+    user_id: str
+    service_id: str
+    template: Template
+    lang: Lang
+    variables: dict[str, Any]
+    modality: Modality
 
 
 class TaskMessage(BaseModel):
@@ -26,3 +45,41 @@ class TaskMessage(BaseModel):
     mode: Mode
     queue_id: QueueId
     models: tuple[ModelId, ...]
+    # 0 for the message the producer published; n for the n-th ticket reissued after its
+    # predecessor was dead-lettered (worker/app.py, failure callback).
+    generation: int = Field(0, ge=0)
+
+    @classmethod
+    def build(cls, spec: TaskSpec, r: Route, *, generation: int = 0) -> TaskMessage:
+        """The message of `spec` on route `r`."""
+        return cls(
+            **spec.model_dump(exclude={"modality"}),
+            tier=r.tier,
+            modality=r.modality,
+            mode=r.mode,
+            queue_id=r.queue_id,
+            models=r.models,
+            generation=generation,
+        )
+
+    @classmethod
+    def from_spec(cls, raw: str, tier: Tier) -> TaskMessage:
+        """Rebuild a task's message from its stored spec (JSON) on its queue's tier.
+
+        Raises:
+            pydantic.ValidationError: the spec is not a task spec.
+        """
+        spec = TaskSpec.model_validate_json(raw)
+        return cls.build(spec, route(spec.template, tier, spec.modality == "vision"))
+
+    def spec(self) -> TaskSpec:
+        """The route-free part of the message."""
+        return TaskSpec(
+            task_id=self.task_id,
+            user_id=self.user_id,
+            service_id=self.service_id,
+            template=self.template,
+            lang=self.lang,
+            variables=self.variables,
+            modality=self.modality,
+        )

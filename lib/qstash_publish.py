@@ -19,7 +19,7 @@ from lib.settings import Settings, secret
 
 logger = logging.getLogger(__name__)
 
-DELIVERY_RETRIES = 3
+DELIVERY_RETRIES = 5
 CONNECT_TIMEOUT_S = 5.0
 FAILED_PATH = "/api/worker/failed"
 # Transport retries of the publish call itself: short, the producer answers 503 otherwise.
@@ -84,6 +84,7 @@ class Publisher:
             client,
             app_base_url=settings.app_base_url,
             timeout_s=settings.worker_time_limit_s + 20,
+            retries=settings.qstash_retries,
         )
 
     async def publish_task(

@@ -37,11 +37,25 @@ class Script:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
 
+INCLUDE = "--! include "
+
+
+def _read_lua(name: str) -> str:
+    return resources.files("lib").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
 @cache
 def load_script(name: str) -> Script:
-    """Read `lib/lua/{name}.lua` once from package resources."""
-    source = resources.files("lib").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
-    return Script(name, source)
+    """Read `lib/lua/{name}.lua` once from package resources.
+
+    A line `--! include other` is replaced by `lib/lua/other.lua` (shared local
+    functions: Redis scripts cannot load modules), so the server sees one script.
+    """
+    lines = [
+        _read_lua(line[len(INCLUDE) :].strip()) if line.startswith(INCLUDE) else line
+        for line in _read_lua(name).splitlines()
+    ]
+    return Script(name, "\n".join(lines) + "\n")
 
 
 class RedisPort(Protocol):

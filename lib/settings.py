@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     qstash_publish_timeout_s: float = 5.0
     qstash_current_signing_key: SecretStr | None = None
     qstash_next_signing_key: SecretStr | None = None
+    # Delivery retries of each task message (`Upstash-Retries`; hosted QStash caps it per
+    # plan). A crash costs 2 (the broken delivery, then one wait for the dead lease), a
+    # Redis outage of up to a lease about 2 more; docs/decisions.md, "Retry budget".
+    qstash_retries: int = 5
+    # A dead-lettered message is replaced by a new one (the failure callback) this many
+    # times while its queue still has work, before the tasks it served are failed.
+    ticket_reissues: int = 2
     # Local QStash server: retry delays are multiplied by this (tests use ~0.001).
     qstash_time_scale: float = 1.0
 
@@ -105,6 +112,8 @@ class Settings(BaseSettings):
     worker_preload_llm: bool = False
     lease_ms: int = 30_000
     start_retry_after_s: int = 2
+    # Retry-After when the worker cannot reach Redis: a few of these span a lease.
+    redis_blip_retry_s: int = 10
     worker_time_limit_s: float = 280.0
     token_flush_ms: int = 50
     # A size cap for bursts only (a fast model, a cached answer): at normal speeds the

@@ -9,15 +9,18 @@ from typing import Any, Literal, cast
 
 from lib import keys
 from lib.errors import NotFound, QueueFull, RateLimited, TaskAlreadyRunning, TaskNotCancellable
-from lib.messages import TaskMessage
+from lib.messages import TaskMessage, TaskSpec
 from lib.redisport import RedisPort, load_script, pairs_to_dict, run_script
-from lib.routing import ModelId, Route, Tier, slot_limit
+from lib.routing import PROVIDERS, ModelId, Route, Tier, slot_limit
 from lib.settings import Settings
 
 Status = Literal["queued", "running", "done", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 PRIORITY_MAX = 9
 RATE_ROUTE = "tasks"
+# A start looks at one candidate task per call; a ticket redirected more often than this
+# (other deliveries kept starting the head first) comes back a moment later.
+MAX_HOPS = 8
 
 
 def waiting_score(priority: int, now_ms: int) -> int:
@@ -41,6 +44,19 @@ class Admission:
     paid: Route
     free: Route
     now_ms: int
+    variables: dict[str, Any] = field(default_factory=dict)
+
+    def spec(self) -> TaskSpec:
+        """The task's route-free spec (any delivery of its queue may start it)."""
+        return TaskSpec(
+            task_id=self.task_id,
+            user_id=self.user_id,
+            service_id=self.service_id,
+            template=self.template,  # type: ignore[arg-type]  # validated by the producer
+            lang=self.lang,  # type: ignore[arg-type]
+            variables=self.variables,
+            modality=self.paid.modality,
+        )
 
 
 @dataclass(frozen=True)
@@ -55,17 +71,62 @@ class Admitted:
 
 
 @dataclass(frozen=True)
-class StartDecision:
-    """What the worker does with a delivery."""
+class Run:
+    """The delivery runs `task` (its own, or the head of its queue) under a slot lease."""
 
-    action: Literal["run", "skip", "wait"]
-    reason: str = ""
-    model: ModelId | None = None
-    pool: str = ""
-    lease_id: str = ""
-    attempt: int = 0
-    restarted: bool = False
-    retry_after: int = 0
+    task: TaskMessage
+    model: ModelId
+    pool: str
+    lease_id: str
+    attempt: int
+    restarted: bool  # a previous attempt had started (its lease ran out)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Nothing to run: no task waits on the delivery's queue (the ticket is spent)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Not now: come back after `retry_after` seconds.
+
+    `busy`: this message's earlier attempt still holds a live lease (`retry_after` is
+    what the lease has left). `slots`: no free slot (`retry_after` is when the earliest
+    lease can end). `contended`: other deliveries kept starting the head first.
+    """
+
+    reason: Literal["busy", "slots", "contended"]
+    retry_after: int
+
+
+Start = Run | Skip | Wait
+
+# finish: this call ended the task; it had already ended; a newer attempt owns it; the
+# attempt lost its lease and nobody took over yet; a call without a lease found a live one.
+Finished = Literal["finished", "ended", "superseded", "lost", "alive"]
+_FINISHED: dict[int, Finished] = {
+    1: "finished",
+    0: "ended",
+    -1: "superseded",
+    2: "lost",
+    3: "alive",
+}
+
+
+@dataclass(frozen=True)
+class TicketLoss:
+    """What the failure callback does when a message was dead-lettered.
+
+    `reissue`: work remains on the queue and the ticket may be replaced; `fail`: the
+    reissue budget is spent, the tasks named may be failed (finish refuses live ones);
+    `none`: nothing waits for this ticket.
+    """
+
+    action: Literal["reissue", "fail", "none"]
+    tasks: tuple[TaskMessage, ...] = ()
 
 
 @dataclass
@@ -95,6 +156,8 @@ class TaskView:
     mode: str
     position: int | None
     attempts: int
+    priority: int
+    bounces: int
     created_ms: int
     started_ms: int | None
     finished_ms: int | None
@@ -102,7 +165,6 @@ class TaskView:
     result: Any
     error: dict[str, str] | None
     usage: dict[str, Any] | None
-    message_id: str | None
     fields: dict[str, str]
 
     def public(self) -> dict[str, Any]:
@@ -118,6 +180,8 @@ class TaskView:
             "mode": self.mode,
             "position": self.position,
             "attempts": self.attempts,
+            "priority": self.priority,
+            "bounces": self.bounces,
             "created_ms": self.created_ms,
             "started_ms": self.started_ms,
             "finished_ms": self.finished_ms,
@@ -152,6 +216,8 @@ def _view(fields: dict[str, str], position: int | None) -> TaskView:
         mode=fields.get("mode", ""),
         position=position,
         attempts=int(fields.get("attempts", "0")),
+        priority=int(fields.get("priority", "0")),
+        bounces=int(fields.get("bounces", "0")),
         created_ms=int(fields.get("created_ms", "0")),
         started_ms=_int(fields.get("started_ms")),
         finished_ms=_int(fields.get("finished_ms")),
@@ -159,7 +225,6 @@ def _view(fields: dict[str, str], position: int | None) -> TaskView:
         result=_json(fields.get("result")),
         error=error,
         usage=_json(fields.get("usage")),
-        message_id=fields.get("message_id") or None,
         fields=fields,
     )
 
@@ -198,6 +263,8 @@ class TaskStore:
                 keys.queue_waiting(a.free.queue_id),
                 keys.task(a.task_id),
                 keys.events(a.user_id, a.service_id, a.task_id),
+                keys.queue_specs(a.paid.queue_id),
+                keys.queue_specs(a.free.queue_id),
             ],
             [
                 a.now_ms,
@@ -220,6 +287,7 @@ class TaskStore:
                 *_route_args(a.paid),
                 *_route_args(a.free),
                 a.idem_digest,
+                a.spec().model_dump_json(),
             ],
         )
         kind = reply[0]
@@ -256,14 +324,11 @@ class TaskStore:
                 keys.queue_waiting(admitted.route.queue_id),
                 keys.rate(a.user_id, RATE_ROUTE),
                 keys.events(a.user_id, a.service_id, a.task_id),
+                keys.queue_specs(admitted.route.queue_id),
             ],
             [a.task_id],
         )
         return int(reply) == 1
-
-    async def set_message_id(self, task_id: str, message_id: str) -> None:
-        """Remember the push message, so a cancel can delete it at the queue too."""
-        await self.redis.execute("HSET", keys.task(task_id), "message_id", message_id)
 
     async def cancel(self, task_id: str, user_id: str, now_ms: int) -> TaskView:
         """Cancel a queued task: refund, unlock, unqueue (the late delivery is skipped).
@@ -284,6 +349,7 @@ class TaskStore:
                 keys.quota(user_id),
                 keys.events(user_id, fields["service"], task_id),
                 keys.idem(fields.get("idem", "")),
+                keys.queue_specs(fields["queue"]),
             ],
             [task_id, user_id, now_ms, self.settings.events_ttl_s],
         )
@@ -319,90 +385,134 @@ class TaskStore:
     def _pools(self, msg: TaskMessage) -> list[str]:
         return [keys.model_pool(m, msg.tier) for m in msg.models]
 
-    async def start(self, msg: TaskMessage, *, message_id: str, now_ms: int) -> StartDecision:
-        """Decide whether this delivery runs now, and take a slot lease if so."""
-        lease_id = uuid.uuid4().hex
-        pools = self._pools(msg)
-        reply = await run_script(
-            self.redis,
-            load_script("start"),
-            [
-                keys.task(msg.task_id),
-                keys.queue_waiting(msg.queue_id),
-                keys.queue_waits(msg.queue_id),
-                keys.events(msg.user_id, msg.service_id, msg.task_id),
-                *pools,
-            ],
-            [
-                now_ms,
-                self.settings.lease_ms,
-                lease_id,
-                message_id,
-                self.settings.start_retry_after_s,
-                self.settings.events_ttl_s,
-                msg.task_id,
-                *(slot_limit(self.settings, m) for m in msg.models),
-                *msg.models,
-            ],
-        )
-        action = reply[0]
-        if action == "skip":
-            return StartDecision("skip", reason=str(reply[1]))
-        if action == "wait":
-            return StartDecision("wait", reason=str(reply[2]), retry_after=int(reply[1]))
-        index = int(reply[1]) - 1
-        return StartDecision(
-            "run",
-            model=msg.models[index],
-            pool=pools[index],
-            lease_id=lease_id,
-            attempt=int(reply[2]),
-            restarted=int(reply[3]) == 1,
-        )
+    async def start(self, ticket: TaskMessage, *, message_id: str, now_ms: int) -> Start:
+        """Use a delivery as a ticket: start the head of its queue, or say why not.
 
-    async def renew(self, msg: TaskMessage, decision: StartDecision, now_ms: int) -> bool:
+        The head may be another task than the ticket's own (`Run.task` says which); a
+        redelivery follows the task this message started before. Each candidate costs
+        one script call; the first one is the ticket's own task, so deliveries that
+        arrive in waiting order cost one call.
+
+        Raises:
+            RedisUnavailable: Redis could not be reached.
+        """
+        nonce = uuid.uuid4().hex
+        pools = self._pools(ticket)
+        limits: list[Any] = []
+        for model in ticket.models:
+            price = self.settings.prices.get(model, {}).get("output", 0)
+            limits += [slot_limit(self.settings, model), model, PROVIDERS[model], price]
+        candidate = ticket
+        for _ in range(MAX_HOPS):
+            reply = await run_script(
+                self.redis,
+                load_script("start"),
+                [
+                    keys.task(ticket.task_id),
+                    keys.task(candidate.task_id),
+                    keys.queue_waiting(ticket.queue_id),
+                    keys.queue_specs(ticket.queue_id),
+                    keys.queue_waits(ticket.queue_id),
+                    keys.events(candidate.user_id, candidate.service_id, candidate.task_id),
+                    keys.usage_stream(),
+                    *pools,
+                ],
+                [
+                    now_ms,
+                    self.settings.lease_ms,
+                    nonce,
+                    message_id,
+                    candidate.task_id,
+                    ticket.queue_id,
+                    self.settings.events_ttl_s,
+                    self.settings.start_retry_after_s,
+                    *limits,
+                ],
+            )
+            kind = reply[0]
+            if kind in ("head", "follow"):
+                candidate = TaskMessage.from_spec(str(reply[2]), ticket.tier)
+                continue
+            if kind == "skip":
+                return Skip(str(reply[1]))
+            if kind == "wait":
+                return Wait(cast(Any, str(reply[2])), retry_after=int(reply[1]))
+            index = int(reply[1]) - 1
+            return Run(
+                task=candidate,
+                model=ticket.models[index],
+                pool=pools[index],
+                lease_id=str(reply[4]),
+                attempt=int(reply[2]),
+                restarted=int(reply[3]) == 1,
+            )
+        return Wait("contended", retry_after=self.settings.start_retry_after_s)
+
+    async def renew(self, run: Run, now_ms: int) -> bool:
         """Extend the lease; False means another attempt took over (stop working)."""
         reply = await run_script(
             self.redis,
             load_script("renew"),
-            [keys.task(msg.task_id), decision.pool],
-            [decision.lease_id, now_ms, self.settings.lease_ms],
+            [keys.task(run.task.task_id), run.pool],
+            [run.lease_id, now_ms, self.settings.lease_ms],
         )
         return int(reply) == 1
 
     async def finish(
-        self, msg: TaskMessage, lease: StartDecision | None, outcome: Outcome, now_ms: int
-    ) -> int:
+        self,
+        task: TaskMessage,
+        lease: Run | None,
+        outcome: Outcome,
+        now_ms: int,
+        *,
+        ticket: TaskMessage | None = None,
+        message_id: str = "",
+    ) -> Finished:
         """Release everything and write the terminal state. Idempotent.
 
+        Args:
+            task: the task that ran (or is failed without a lease).
+            lease: the attempt's lease; None from the failure callback.
+            outcome: how it ended.
+            now_ms: the clock.
+            ticket: the delivered message, whose own task records what it started.
+            message_id: the delivered message's id.
+
         Returns:
-            1 when this call finished the task, 0 when it was already terminal or gone,
-            -1 when a newer attempt owns it (only this attempt's lease was released),
-            2 for a "lost" outcome no other attempt has taken over yet: the usage rows
-            are recorded and the task stays running, for a redelivery to restart it.
+            "finished" when this call ended the task, "ended" when it had already ended,
+            "superseded" when a newer attempt owns it (only this lease was released),
+            "lost" for a "lost" outcome nobody has taken over yet (its usage rows are
+            recorded and the task stays running for a redelivery), "alive" when a call
+            without a lease found a live attempt (nothing changed).
         """
-        pool = lease.pool if lease else self._pools(msg)[0]
+        pools = self._pools(task)
         result = "" if outcome.result is None else json.dumps(outcome.result, ensure_ascii=False)
         done = json.dumps(outcome.done, ensure_ascii=False) if outcome.done else ""
         rows = json.dumps(outcome.usage_rows, ensure_ascii=False) if outcome.usage_rows else ""
+        prices: list[Any] = []
+        for model in task.models:
+            prices += [PROVIDERS[model], self.settings.prices.get(model, {}).get("output", 0)]
         reply = await run_script(
             self.redis,
             load_script("finish"),
             [
-                keys.task(msg.task_id),
-                pool,
-                keys.queue_pending(msg.queue_id),
-                keys.queue_waiting(msg.queue_id),
-                keys.user_lock(msg.user_id, msg.template),
-                keys.quota(msg.user_id),
-                keys.events(msg.user_id, msg.service_id, msg.task_id),
+                keys.task(task.task_id),
+                lease.pool if lease else pools[0],
+                keys.queue_pending(task.queue_id),
+                keys.queue_waiting(task.queue_id),
+                keys.user_lock(task.user_id, task.template),
+                keys.quota(task.user_id),
+                keys.events(task.user_id, task.service_id, task.task_id),
                 keys.usage_stream(),
+                keys.queue_specs(task.queue_id),
+                keys.task((ticket or task).task_id),
+                *pools,
             ],
             [
                 lease.lease_id if lease else "",
                 outcome.status,
                 now_ms,
-                msg.task_id,
+                task.task_id,
                 result,
                 outcome.error_code,
                 outcome.error_message,
@@ -410,9 +520,43 @@ class TaskStore:
                 rows,
                 self.settings.events_ttl_s,
                 self.settings.task_ttl_s,
+                message_id,
+                *prices,
             ],
         )
-        return int(reply)
+        return _FINISHED[int(reply)]
+
+    async def ticket_lost(self, ticket: TaskMessage, message_id: str) -> TicketLoss:
+        """A message was dead-lettered: decide whether work still needs a ticket.
+
+        One pipelined round trip of reads. Work remains when tasks wait on the queue,
+        when the ticket's own task has not ended, or when the task this message started
+        has not ended (its attempt may be dead).
+        """
+        own = keys.task(ticket.task_id)
+        waiting, status, ran = await self.redis.pipeline(
+            [
+                ("ZCARD", keys.queue_waiting(ticket.queue_id)),
+                ("HGET", own, "status"),
+                ("HGET", own, f"ran:{message_id}"),
+            ]
+        )
+        names = [ticket.task_id] if status in ("queued", "running") else []
+        if ran and ran != ticket.task_id:
+            names.append(str(ran))
+        specs = (
+            await self.redis.execute("HMGET", keys.queue_specs(ticket.queue_id), *names)
+            if names
+            else []
+        )
+        unfinished = [
+            TaskMessage.from_spec(str(raw), ticket.tier) for raw in specs if raw is not None
+        ]
+        if not unfinished and int(waiting or 0) == 0:
+            return TicketLoss("none")
+        if ticket.generation < self.settings.ticket_reissues:
+            return TicketLoss("reissue", tuple(unfinished))
+        return TicketLoss("fail", tuple(unfinished))
 
 
 def _route_args(r: Route) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -13,46 +12,14 @@ from starlette.routing import Route
 
 from lib.auth import app_secret
 from lib.http_errors import EXCEPTION_HANDLERS
+from lib.publisher import LazyPublisher, Publisher
 from lib.redisport import RedisPort
-from lib.routing import Route as TaskRoute
 from lib.settings import Settings, get_settings
 from lib.tasks import TaskStore
 from producer import events, info, queues, tasks
 from producer.identity import IdentityMiddleware
-from producer.tasks import Publisher
 
 logger = logging.getLogger(__name__)
-
-
-class LazyPublisher:
-    """The QStash publisher, built on first use so `qstash` stays out of cold starts."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._inner: Any = None
-
-    def _get(self) -> Any:
-        if self._inner is None:
-            from lib.qstash_publish import Publisher as QStashPublisher
-
-            self._inner = QStashPublisher.from_settings(self._settings)
-        return self._inner
-
-    async def publish_task(
-        self, route: TaskRoute, body: dict[str, Any], *, task_id: str, slot_limit: int
-    ) -> str:
-        result: str = await self._get().publish_task(
-            route, body, task_id=task_id, slot_limit=slot_limit
-        )
-        return result
-
-    async def cancel(self, message_id: str) -> bool:
-        return bool(await self._get().cancel(message_id))
-
-    async def aclose(self) -> None:
-        closer = getattr(self._inner, "aclose", None)
-        if closer is not None:
-            await closer()
 
 
 def create_app(

@@ -7,18 +7,18 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from lib.auth import Identity
-from lib.errors import InvalidRequest, PublishFailed, SlotlineError
+from lib.errors import InvalidRequest, PublishFailed
 from lib.http_errors import request_lang
 from lib.llm.variables import has_image, validate_variables
 from lib.messages import TaskMessage
+from lib.publisher import Publisher
 from lib.routing import Route, route, slot_limit
 from lib.settings import Settings
 from lib.tasks import PRIORITY_MAX, Admission, Admitted, TaskStore
@@ -27,16 +27,6 @@ from producer.identity import identity
 logger = logging.getLogger(__name__)
 
 DEFAULT_SERVICE = "default"
-
-
-class Publisher(Protocol):
-    """What the producer needs from the push queue (`lib.qstash_publish.Publisher`)."""
-
-    async def publish_task(
-        self, route: Route, body: dict[str, Any], *, task_id: str, slot_limit: int
-    ) -> str: ...
-
-    async def cancel(self, message_id: str) -> bool: ...
 
 
 class SubmitRequest(BaseModel):
@@ -129,11 +119,11 @@ async def submit(request: Request) -> JSONResponse:
         paid=paid,
         free=free,
         now_ms=int(time.time() * 1000),
+        variables=variables,
     )
     admitted = await store.admit(admission)
-    message_id = None
     if not admitted.existing:
-        message_id = await _publish(store, publisher, settings, admission, admitted, variables)
+        await _publish(store, publisher, settings, admission, admitted)
     urls = _urls(admitted.task_id)
     body: dict[str, Any] = {
         "task_id": admitted.task_id,
@@ -145,52 +135,21 @@ async def submit(request: Request) -> JSONResponse:
         "existing": admitted.existing,
         **urls,
     }
-    response = JSONResponse(body, status_code=202, headers={"Location": urls["status_url"]})
-    if message_id is not None:
-        # After the answer is sent: only a cancel of a still queued task needs the id (to
-        # delete the message at the queue too); a cancel that comes first is still right,
-        # as the late delivery is acknowledged without running.
-        response.background = BackgroundTask(_remember_message, store, admitted.task_id, message_id)
-    return response
-
-
-async def _remember_message(store: TaskStore, task_id: str, message_id: str) -> None:
-    """Best effort: without the id a cancel still works, it only leaves QStash to deliver."""
-    try:
-        await store.set_message_id(task_id, message_id)
-    except Exception as exc:
-        logger.warning("task %s: message id not stored: %r", task_id, exc)
+    return JSONResponse(body, status_code=202, headers={"Location": urls["status_url"]})
 
 
 async def _publish(
-    store: TaskStore,
-    publisher: Publisher,
-    settings: Settings,
-    a: Admission,
-    admitted: Admitted,
-    variables: dict[str, Any],
-) -> str | None:
-    """Publish the task's message; its id, or None when a failed publish kept the task.
+    store: TaskStore, publisher: Publisher, settings: Settings, a: Admission, admitted: Admitted
+) -> None:
+    """Publish the task's message (a ticket for its queue).
 
     Raises:
         PublishFailed: the message was not published and the admission was undone.
     """
     r = admitted.route
-    message = TaskMessage(
-        task_id=a.task_id,
-        user_id=a.user_id,
-        service_id=a.service_id,
-        template=r.template,
-        lang=a.lang,  # type: ignore[arg-type]  # choose_lang returns a Lang
-        variables=variables,
-        tier=r.tier,
-        modality=r.modality,
-        mode=r.mode,
-        queue_id=r.queue_id,
-        models=r.models,
-    )
+    message = TaskMessage.build(a.spec(), r)
     try:
-        message_id = await publisher.publish_task(
+        await publisher.publish_task(
             r,
             message.model_dump(mode="json"),
             task_id=a.task_id,
@@ -208,8 +167,6 @@ async def _publish(
         # a worker started it, or it was cancelled meanwhile. Undoing nothing is right,
         # and "nothing was charged" would be false: answer with the task as it is.
         logger.warning("task %s left the queue during a failed publish; keeping it", a.task_id)
-        return None
-    return message_id
 
 
 async def status(request: Request) -> JSONResponse:
@@ -220,15 +177,12 @@ async def status(request: Request) -> JSONResponse:
 
 
 async def cancel(request: Request) -> JSONResponse:
-    """`DELETE /api/tasks/{id}`: cancel a queued task; the queued message is deleted best effort."""
+    """`DELETE /api/tasks/{id}`: cancel a queued task.
+
+    Its message stays at the queue: every delivery is a ticket for the queue, and this
+    one may be serving another task already (docs/decisions.md, "Tickets").
+    """
     store: TaskStore = request.app.state.store
-    publisher: Publisher = request.app.state.publisher
     task_id = request.path_params["task_id"]
     view = await store.cancel(task_id, identity(request).user_id, int(time.time() * 1000))
-    if view.message_id:
-        try:
-            await publisher.cancel(view.message_id)
-        except SlotlineError:
-            # The start script skips a cancelled task, so a late delivery is harmless.
-            logger.warning("could not delete message of cancelled task %s", task_id, exc_info=True)
     return JSONResponse({**view.public(), **_urls(view.task_id)})

@@ -54,7 +54,6 @@ class RecordingPublisher:
     # Runs just before a failing publish raises (e.g. a worker starts the task meanwhile).
     before_fail: Callable[[str], Awaitable[None]] | None = None
     published: list[Published] = field(default_factory=list)
-    cancelled: list[str] = field(default_factory=list)
 
     async def publish_task(
         self, route: Route, body: dict[str, Any], *, task_id: str, slot_limit: int
@@ -65,10 +64,6 @@ class RecordingPublisher:
             raise PublishFailed("push queue unreachable")
         self.published.append(Published(route, body, task_id, slot_limit))
         return f"msg_{task_id}"
-
-    async def cancel(self, message_id: str) -> bool:
-        self.cancelled.append(message_id)
-        return True
 
 
 class CountingRedis:

@@ -63,7 +63,6 @@ async def test_submit_202_shape_and_publish(
     assert pub.body["variables"] == JOB_MATCH["variables"]
     assert pub.body["user_id"].startswith("trial-")
     assert pub.body["models"] == ["glm-4.5-flash"] and pub.body["lang"] == "en"
-    assert await redis.execute("HGET", keys.task(task_id), "message_id") == f"msg_{task_id}"
     assert await redis.execute("GET", keys.queue_pending("q_glm_flash")) == "1"
     assert await redis.execute("ZRANGE", keys.queue_waiting("q_glm_flash"), 0, -1) == [task_id]
 
@@ -81,8 +80,8 @@ async def test_paid_user_is_debited(app: Any, redis: RedisPort) -> None:
     assert await redis.execute("GET", keys.quota("alice")) == "4"
 
 
-async def test_submit_costs_two_round_trips(settings: Settings, redis: RedisPort) -> None:
-    """Submit spends the admit script and, after the answer, set_message_id: two round trips."""
+async def test_submit_costs_one_round_trip(settings: Settings, redis: RedisPort) -> None:
+    """Submit spends one round trip: the admit script (the spec rides along in it)."""
     counting = CountingRedis(redis)
     app = build_app(settings, counting, RecordingPublisher())
     async with client_for(app) as client:
@@ -90,7 +89,7 @@ async def test_submit_costs_two_round_trips(settings: Settings, redis: RedisPort
         counting.calls.clear()
         resp = await client.post("/api/tasks", json=JOB_MATCH)
     assert resp.status_code == 202
-    assert counting.calls == ["EVALSHA", "HSET"]
+    assert counting.calls == ["EVALSHA"]
 
 
 async def test_same_body_is_idempotent(app: Any, publisher: RecordingPublisher) -> None:
@@ -301,30 +300,17 @@ async def test_unknown_task_404(app: Any) -> None:
 async def test_cancel_queued_task(
     app: Any, redis: RedisPort, publisher: RecordingPublisher
 ) -> None:
-    """Cancel refunds, unlocks, unqueues and deletes the pushed message."""
+    """Cancel refunds, unlocks and unqueues; its message stays, a ticket for the queue."""
     await redis.execute("SET", keys.quota("alice"), 2)
     async with client_for(app, user="alice") as client:
         task = (await client.post("/api/tasks", json=JOB_MATCH)).json()
         resp = await client.delete(task["status_url"])
         again = await client.delete(task["status_url"])
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
-    assert publisher.cancelled == [f"msg_{task['task_id']}"]
+    assert [p.task_id for p in publisher.published] == [task["task_id"]]
     await assert_released(redis, quota="2")
+    assert await redis.execute("EXISTS", keys.queue_specs("q_deepseek_chat")) == 0
     assert (again.status_code, again.json()["error"]) == (409, "task_not_cancellable")
-
-
-async def test_cancel_before_the_message_id_is_stored(
-    app: Any, redis: RedisPort, publisher: RecordingPublisher
-) -> None:
-    """The message id is written after the 202; a cancel that wins that race still cancels."""
-    await redis.execute("SET", keys.quota("alice"), 2)
-    async with client_for(app, user="alice") as client:
-        task = (await client.post("/api/tasks", json=JOB_MATCH)).json()
-        await redis.execute("HDEL", keys.task(task["task_id"]), "message_id")
-        resp = await client.delete(task["status_url"])
-    assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
-    assert publisher.cancelled == []  # nothing to delete at the queue: the delivery is skipped
-    await assert_released(redis, quota="2")
 
 
 async def test_cancel_started_task_409(app: Any, redis: RedisPort) -> None:

@@ -14,7 +14,7 @@ from lib.messages import TaskMessage
 from lib.redisport import RedisPort, pairs_to_dict
 from lib.routing import route
 from lib.settings import Settings
-from lib.tasks import Admission, Admitted, Outcome, TaskStore, waiting_score
+from lib.tasks import Admission, Admitted, Outcome, Run, Skip, TaskStore, waiting_score
 
 NOW = 1_800_000_000_000
 
@@ -51,20 +51,15 @@ def admission(
 
 
 def message(a: Admission, admitted: Admitted) -> TaskMessage:
-    r = admitted.route
-    return TaskMessage(
-        task_id=a.task_id,
-        user_id=a.user_id,
-        service_id=a.service_id,
-        template=r.template,
-        lang="en",
-        variables={},
-        tier=r.tier,
-        modality=r.modality,
-        mode=r.mode,
-        queue_id=r.queue_id,
-        models=r.models,
-    )
+    """The message the producer publishes for an admitted task."""
+    return TaskMessage.build(a.spec(), admitted.route)
+
+
+async def run(store: TaskStore, a: Admission, g: Admitted, now: int = NOW) -> Run:
+    """Deliver the task's own message and expect it to start that task."""
+    started = await store.start(message(a, g), message_id=f"m-{a.task_id}", now_ms=now)
+    assert isinstance(started, Run) and started.task.task_id == a.task_id, started
+    return started
 
 
 async def leftovers(redis: RedisPort) -> list[str]:
@@ -176,53 +171,6 @@ async def test_abort_undoes_everything(redis: RedisPort) -> None:
     assert await redis.execute("ZCARD", keys.rate("u1", "tasks")) == 0
 
 
-async def test_slot_pool_limit_and_release(redis: RedisPort) -> None:
-    """With 2 slots, 2 tasks run, the 3rd waits with Retry-After; a finish lets it start."""
-    store = TaskStore(redis, settings())
-    runs = []
-    for offset, user in enumerate(("a", "b", "c")):
-        a = admission(user=user, now=NOW + offset)
-        runs.append((a, await store.admit(a)))
-    decisions = [
-        await store.start(message(a, g), message_id=f"m{i}", now_ms=NOW)
-        for i, (a, g) in enumerate(runs)
-    ]
-    assert [d.action for d in decisions] == ["run", "run", "wait"]
-    assert decisions[2].retry_after == 2 and decisions[2].reason == "slots"
-    assert await redis.execute("ZCARD", keys.model_pool("glm-4.5-flash", "free")) == 2
-    a0, g0 = runs[0]
-    assert await store.finish(message(a0, g0), decisions[0], Outcome("done"), NOW + 5) == 1
-    third = await store.start(message(*runs[2]), message_id="m2", now_ms=NOW + 6)
-    assert third.action == "run" and third.model == "glm-4.5-flash"
-
-
-async def test_only_head_of_waiting_order_starts(redis: RedisPort) -> None:
-    """A later task cannot take the last slot ahead of an earlier one; priority jumps FIFO."""
-    store = TaskStore(redis, settings(glm_flash_max_workers=1))
-    first, second = admission(user="a"), admission(user="b", now=NOW + 1)
-    g1 = await store.admit(first)
-    g2 = await store.admit(second)
-    urgent = admission(user="c", priority=5, now=NOW + 10)
-    g3 = await store.admit(urgent)
-    assert g3.position == 1  # priority first
-    assert (await store.start(message(second, g2), message_id="x", now_ms=NOW)).action == "wait"
-    assert (await store.start(message(first, g1), message_id="x", now_ms=NOW)).action == "wait"
-    assert (await store.start(message(urgent, g3), message_id="x", now_ms=NOW)).action == "run"
-
-
-async def test_paid_falls_back_to_next_model_when_full(redis: RedisPort) -> None:
-    """Paid text takes glm-4.5 when the DeepSeek pool is full."""
-    store = TaskStore(redis, settings(deepseek_max_workers=1))
-    started = []
-    for offset, user in enumerate(("a", "b")):
-        await redis.execute("SET", keys.quota(user), 5)
-        a = admission(user=user, now=NOW + offset)
-        g = await store.admit(a)
-        started.append(await store.start(message(a, g), message_id="m", now_ms=NOW))
-    assert [d.model for d in started] == ["deepseek-chat", "glm-4.5"]
-    assert started[1].pool == keys.model_pool("glm-4.5", "paid")
-
-
 async def test_finish_is_idempotent_and_refunds_on_failure(redis: RedisPort) -> None:
     """Failure refunds the debit; a second finish changes nothing; counters return to zero."""
     store = TaskStore(redis, settings())
@@ -230,44 +178,20 @@ async def test_finish_is_idempotent_and_refunds_on_failure(redis: RedisPort) -> 
     a = admission()
     g = await store.admit(a)
     msg = message(a, g)
-    d = await store.start(msg, message_id="m", now_ms=NOW)
+    d = await run(store, a, g)
     failed = Outcome("failed", error_code="llm_error", error_message="boom")
-    assert await store.finish(msg, d, failed, NOW + 1) == 1
-    assert await store.finish(msg, d, failed, NOW + 2) == 0
+    assert await store.finish(msg, d, failed, NOW + 1) == "finished"
+    assert await store.finish(msg, d, failed, NOW + 2) == "ended"
     assert await redis.execute("GET", keys.quota("u1")) == "1"
     assert await leftovers(redis) == []
     view = await store.get(a.task_id, "u1")
     assert view.status == "failed" and view.error == {"code": "llm_error", "message": "boom"}
-    again = await store.start(msg, message_id="m", now_ms=NOW + 3)
-    assert (again.action, again.reason) == ("skip", "failed")
-
-
-async def test_crashed_attempt_lease_expires_and_redelivery_restarts(redis: RedisPort) -> None:
-    """A live lease makes a duplicate wait; once expired, the redelivery restarts the task."""
-    s = settings(lease_ms=1000)
-    store = TaskStore(redis, s)
-    a = admission()
-    g = await store.admit(a)
-    msg = message(a, g)
-    first = await store.start(msg, message_id="m", now_ms=NOW)
-    dup = await store.start(msg, message_id="m", now_ms=NOW + 500)
-    assert (dup.action, dup.reason) == ("wait", "busy")
-    assert await store.renew(msg, first, NOW + 900) is True
-    second = await store.start(msg, message_id="m", now_ms=NOW + 2000)  # lease expired at 1900
-    assert second.action == "run" and second.restarted and second.attempt == 2
-    assert await store.renew(msg, first, NOW + 2100) is False  # the old attempt must stop
-    assert await store.finish(msg, first, Outcome("failed"), NOW + 2200) == -1
-    assert await store.finish(msg, second, Outcome("done", result={"ok": 1}), NOW + 3000) == 1
-    view = await store.get(a.task_id, "u1")
-    assert (view.status, view.attempts, view.result) == ("done", 2, {"ok": 1})
-    events = await redis.execute("XRANGE", keys.events("u1", "svc", a.task_id), "-", "+")
-    types = [pairs_to_dict(e[1])["type"] for e in events]
-    assert types == ["queued", "started", "restart", "started", "result", "done"]
-    assert await leftovers(redis) == []
+    again = await store.start(msg, message_id=f"m-{a.task_id}", now_ms=NOW + 3)
+    assert again == Skip("no_work")  # a redelivery finds nothing waiting: the ticket is spent
 
 
 async def test_cancel_before_start_leaves_nothing(redis: RedisPort) -> None:
-    """Cancel refunds, unlocks and unqueues; the late delivery is skipped without running."""
+    """Cancel refunds, unlocks and unqueues; the late delivery finds nothing to run."""
     store = TaskStore(redis, settings())
     await redis.execute("SET", keys.quota("u1"), 1)
     a = admission()
@@ -278,7 +202,7 @@ async def test_cancel_before_start_leaves_nothing(redis: RedisPort) -> None:
     assert await leftovers(redis) == []
     assert await redis.execute("EXISTS", keys.idem(a.idem_digest)) == 0
     late = await store.start(message(a, g), message_id="m", now_ms=NOW + 2)
-    assert (late.action, late.reason) == ("skip", "cancelled")
+    assert late == Skip("no_work")
     with pytest.raises(TaskNotCancellable):
         await store.cancel(a.task_id, "u1", NOW + 3)
 
@@ -292,7 +216,7 @@ async def test_cancel_after_start_and_by_others_refused(redis: RedisPort) -> Non
         await store.cancel(a.task_id, "intruder", NOW)
     with pytest.raises(NotFound):
         await store.get(a.task_id, "intruder")
-    await store.start(message(a, g), message_id="m", now_ms=NOW)
+    await run(store, a, g)
     with pytest.raises(TaskNotCancellable):
         await store.cancel(a.task_id, "u1", NOW)
     assert (await store.get(a.task_id, "u1")).status == "running"
@@ -303,7 +227,7 @@ async def test_queue_wait_times_recorded(redis: RedisPort) -> None:
     store = TaskStore(redis, settings())
     a = admission()
     g = await store.admit(a)
-    await store.start(message(a, g), message_id="m", now_ms=NOW + 250)
+    await run(store, a, g, NOW + 250)
     assert await redis.execute("LRANGE", keys.queue_waits("q_glm_flash"), 0, -1) == ["250"]
     assert (await store.get(a.task_id, "u1")).wait_ms == 250
 

@@ -21,7 +21,8 @@ from lib.qstash_verify import Verifier
 from lib.redisport import RedisPort, pairs_to_dict
 from lib.routing import ModelId, route
 from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, Settings
-from lib.tasks import Admission, TaskStore
+from lib.tasks import Admission, Run, TaskStore
+from tests.producer_helpers import RecordingPublisher
 from worker.app import create_app
 from worker.delivery import Delta, Record, Restart, RunOutput
 
@@ -89,20 +90,7 @@ async def admit(redis: RedisPort, settings: Settings, user: str = "u1") -> TaskM
         now_ms=int(time.time() * 1000),
     )
     got = await TaskStore(redis, settings).admit(a)
-    r = got.route
-    return TaskMessage(
-        task_id=task_id,
-        user_id=user,
-        service_id="svc",
-        template="job_match",
-        lang="zh",
-        variables={},
-        tier=r.tier,
-        modality=r.modality,
-        mode=r.mode,
-        queue_id=r.queue_id,
-        models=r.models,
-    )
+    return TaskMessage.build(a.spec(), got.route)
 
 
 def signed(
@@ -128,12 +116,19 @@ def signed(
 
 
 @pytest.fixture
-async def client_for(redis: RedisPort) -> AsyncIterator[Any]:
+def publisher() -> RecordingPublisher:
+    return RecordingPublisher()
+
+
+@pytest.fixture
+async def client_for(redis: RedisPort, publisher: RecordingPublisher) -> AsyncIterator[Any]:
     clients: list[httpx.AsyncClient] = []
 
     def build(runner: ScriptedRunner, settings: Settings) -> httpx.AsyncClient:
         verifier = Verifier(DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY)
-        app = create_app(settings, redis=redis, runner=runner, verifier=verifier)
+        app = create_app(
+            settings, redis=redis, runner=runner, verifier=verifier, publisher=publisher
+        )
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
         clients.append(client)
         return client
@@ -268,23 +263,23 @@ async def test_redelivery_after_done_is_acknowledged_without_running(
     assert again.status_code == 200 and again.json() == {
         "task_id": msg.task_id,
         "status": "skipped",
-        "reason": "done",
+        "reason": "no_work",
     }
     assert len(runner.calls) == 1
 
 
 async def test_no_free_slot_answers_429_with_retry_after(redis: RedisPort, client_for: Any) -> None:
-    """With the pool full, the delivery is bounced with a short Retry-After; nothing changes."""
+    """With the pool full, the delivery comes back when the earliest lease can end."""
     settings = make_settings(glm_flash_max_workers=1)
     runner = ScriptedRunner(["x"])
     client = client_for(runner, settings)
-    await redis.execute(
-        "ZADD", keys.model_pool("glm-4.5-flash", "free"), int(time.time() * 1000) + 60_000, "other"
-    )
+    member = "q_glm_flash|0|other|n"
+    expiry = int(time.time() * 1000) + 12_000
+    await redis.execute("ZADD", keys.model_pool("glm-4.5-flash", "free"), expiry, member)
     msg = await admit(redis, settings)
     path, body, headers = signed(msg)
     response = await client.post(path, content=body, headers=headers)
-    assert response.status_code == 429 and response.headers["Retry-After"] == "2"
+    assert response.status_code == 429 and response.headers["Retry-After"] in ("11", "12")
     assert runner.calls == []
     assert await redis.execute("ZRANK", keys.queue_waiting("q_glm_flash"), msg.task_id) == 0
 
@@ -306,22 +301,68 @@ async def test_wrong_route_or_bad_body_is_non_retryable(redis: RedisPort, client
     assert (await client.post(path, content=junk, headers=headers)).status_code == 489
 
 
-async def test_failure_callback_fails_task_and_releases(redis: RedisPort, client_for: Any) -> None:
-    """Exhausted retries (failure callback) fail the task, refund and release everything."""
-    settings = make_settings()
+def failure_callback(msg: TaskMessage, message_id: str = "msg_1") -> tuple[bytes, dict[str, str]]:
+    """A signed failure-callback delivery for `msg`, as QStash sends it after the DLQ."""
+    payload = json.dumps(
+        {
+            "status": 500,
+            "sourceMessageId": message_id,
+            "sourceBody": base64.b64encode(msg.model_dump_json().encode()).decode(),
+        }
+    ).encode()
+    url = BASE + "/api/worker/failed"
+    return payload, {"Upstash-Signature": sign(DEV_CURRENT_SIGNING_KEY, url=url, body=payload)}
+
+
+async def test_failure_callback_replaces_the_ticket_while_work_remains(
+    redis: RedisPort, client_for: Any, publisher: RecordingPublisher
+) -> None:
+    """A dead-lettered message of a queued task is replaced by a new ticket; nothing fails."""
+    settings = make_settings(ticket_reissues=2)
+    client = client_for(ScriptedRunner([]), settings)
+    msg = await admit(redis, settings)
+    payload, headers = failure_callback(msg)
+    response = await client.post("/api/worker/failed", content=payload, headers=headers)
+    assert response.json() == {"task_id": msg.task_id, "action": "reissued"}
+    [again] = publisher.published
+    assert again.task_id == f"{msg.task_id}.1"  # the deduplication id of the new ticket
+    assert TaskMessage.model_validate(again.body) == msg.model_copy(update={"generation": 1})
+    assert again.route.path == f"/api/worker/{msg.tier}/{msg.modality}/{msg.mode}"
+    assert await redis.execute("HGET", keys.task(msg.task_id), "status") == "queued"
+
+
+async def test_failure_callback_fails_task_and_releases_once_reissues_are_spent(
+    redis: RedisPort, client_for: Any, publisher: RecordingPublisher
+) -> None:
+    """With the reissue budget spent, the queued task fails, is refunded, and nothing is held."""
+    settings = make_settings(ticket_reissues=2)
     await redis.execute("SET", keys.quota("u1"), 1)
     client = client_for(ScriptedRunner([]), settings)
     msg = await admit(redis, settings)
-    payload = json.dumps(
-        {"status": 500, "sourceBody": base64.b64encode(msg.model_dump_json().encode()).decode()}
-    ).encode()
-    url = BASE + "/api/worker/failed"
-    headers = {"Upstash-Signature": sign(DEV_CURRENT_SIGNING_KEY, url=url, body=payload)}
+    payload, headers = failure_callback(msg.model_copy(update={"generation": 2}))
     response = await client.post("/api/worker/failed", content=payload, headers=headers)
-    assert response.json() == {"task_id": msg.task_id, "finished": True}
+    assert response.json() == {"task_id": msg.task_id, "action": "fail", "failed": [msg.task_id]}
+    assert publisher.published == []
     assert await redis.execute("GET", keys.quota("u1")) == "1"
     assert await redis.execute("ZCARD", keys.queue_waiting("q_deepseek_chat")) == 0
     assert await redis.execute("HGET", keys.task(msg.task_id), "error") == "delivery_failed"
+
+
+async def test_failure_callback_never_fails_a_live_attempt(
+    redis: RedisPort, client_for: Any, publisher: RecordingPublisher
+) -> None:
+    """A dead-lettered duplicate of a running task fails nothing: its attempt is alive."""
+    settings = make_settings(ticket_reissues=0)
+    client = client_for(ScriptedRunner([]), settings)
+    msg = await admit(redis, settings)
+    started = await TaskStore(redis, settings).start(
+        msg, message_id="msg_1", now_ms=int(time.time() * 1000)
+    )
+    assert isinstance(started, Run)
+    payload, headers = failure_callback(msg)
+    response = await client.post("/api/worker/failed", content=payload, headers=headers)
+    assert response.json() == {"task_id": msg.task_id, "action": "fail", "failed": []}
+    assert await redis.execute("HGET", keys.task(msg.task_id), "status") == "running"
 
 
 async def test_lease_expired_without_takeover_asks_for_a_redelivery(
@@ -366,8 +407,23 @@ async def test_lost_lease_stops_the_attempt(redis: RedisPort, client_for: Any) -
     await redis.execute("DEL", keys.model_pool("glm-4.5-flash", "free"))
     store = TaskStore(redis, settings)
     takeover = await store.start(msg, message_id="msg_1", now_ms=int(time.time() * 1000))
-    assert takeover.action == "run" and takeover.restarted
+    assert isinstance(takeover, Run) and takeover.restarted
     response = await asyncio.wait_for(request, 5)
-    assert response.json()["status"] == "superseded"
+    # The message is still a ticket its queue may need: it asks to come back.
+    assert response.status_code == 503 and response.json()["reason"] == "superseded"
     assert await redis.execute("HGET", keys.task(msg.task_id), "status") == "running"
     assert await redis.execute("HGET", keys.task(msg.task_id), "lease") == takeover.lease_id
+
+
+async def test_a_delivery_runs_the_head_of_its_queue(redis: RedisPort, client_for: Any) -> None:
+    """The later task's message arrives first: it runs the earlier task, from its spec."""
+    settings = make_settings()
+    runner = ScriptedRunner(["x"])
+    client = client_for(runner, settings)
+    first = await admit(redis, settings, user="u1")
+    second = await admit(redis, settings, user="u2")
+    path, body, headers = signed(second)
+    response = await client.post(path, content=body, headers=headers)
+    assert response.json() == {"task_id": first.task_id, "ticket": second.task_id, "status": "done"}
+    assert runner.calls == [(first.task_id, "glm-4.5-flash")]
+    assert await redis.execute("HGET", keys.task(second.task_id), "status") == "queued"

@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -17,12 +16,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lib.errors import ConfigError, InvalidSignature, ServiceUnavailable
+from lib.errors import InvalidSignature, ServiceUnavailable, SlotlineError
 from lib.http_errors import EXCEPTION_HANDLERS, error_body
 from lib.i18n import message
 from lib.messages import TaskMessage
+from lib.publisher import LazyPublisher, Publisher
 from lib.qstash_verify import Verifier
 from lib.redisport import RedisPort
+from lib.routing import route, slot_limit
 from lib.settings import Settings, get_settings, secret
 from lib.tasks import Outcome, TaskStore
 from worker.delivery import Reply, Runner, deliver, now_ms
@@ -32,14 +33,6 @@ logger = logging.getLogger(__name__)
 # QStash moves a message straight to the DLQ on 489 with this header: a body that can
 # never be processed is not retried.
 NON_RETRYABLE = {"Upstash-NonRetryable-Error": "true"}
-
-
-def _verifier(settings: Settings) -> Verifier:
-    current = secret(settings.qstash_current_signing_key)
-    nxt = secret(settings.qstash_next_signing_key)
-    if not current or not nxt:
-        raise ConfigError("QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY are required")
-    return Verifier(current, nxt)
 
 
 def _public_url(settings: Settings, request: Request) -> str:
@@ -58,60 +51,99 @@ def _non_retryable(detail: str) -> JSONResponse:
     return JSONResponse(body, status_code=489, headers=NON_RETRYABLE)
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    redis: RedisPort | None = None,
-    runner: Runner | None = None,
-    verifier: Verifier | None = None,
-) -> Starlette:
-    """The worker app. Clients are injected or built from settings at start-up."""
-    settings = settings or get_settings()
-    state: dict[str, Any] = {"redis": redis, "runner": runner, "verifier": verifier}
+def _failed_source(body: bytes) -> tuple[TaskMessage, str]:
+    """The dead-lettered message and its id from a failure-callback body.
+
+    Raises:
+        ValueError: the body is not a failure callback for a task message.
+    """
+    try:
+        payload = json.loads(body)
+        if not isinstance(payload, dict) or not isinstance(payload.get("sourceBody"), str):
+            raise ValueError("no sourceBody")
+        source = base64.b64decode(payload["sourceBody"], validate=True)
+        return TaskMessage.model_validate_json(source), str(payload.get("sourceMessageId") or "")
+    except (ValueError, binascii.Error, ValidationError) as exc:
+        raise ValueError(f"not a failure callback: {type(exc).__name__}") from None
+
+
+class Worker:
+    """The worker's clients (injected, or made at start-up) and its endpoints."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis: RedisPort | None,
+        runner: Runner | None,
+        verifier: Verifier | None,
+        publisher: Publisher | None,
+    ) -> None:
+        self.settings = settings
+        self._redis = redis
+        self._runner = runner
+        self._verifier = verifier
+        self._publisher = publisher
+
+    @property
+    def redis(self) -> RedisPort:
+        assert self._redis is not None, "the worker's lifespan has not run"
+        return self._redis
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        owned: list[RedisPort] = []
-        if state["redis"] is None:
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """Build what was not injected; close what was built here."""
+        owned_redis: RedisPort | None = None
+        owned_publisher: LazyPublisher | None = None
+        if self._redis is None:
             from lib.redis_factory import create_redis
 
-            client = create_redis(settings)
-            state["redis"] = client
-            owned.append(client)
-        if state["runner"] is None and settings.worker_preload_llm:
+            self._redis = owned_redis = create_redis(self.settings)
+        if self._publisher is None:
+            self._publisher = owned_publisher = LazyPublisher(self.settings)
+        if self._runner is None and self.settings.worker_preload_llm:
             # Long-lived processes pay LangChain's import (~1 s) at start-up. Serverless
             # ones don't: the combined app also serves the producer, whose cold start
             # must stay free of the LLM layer; the first delivery builds the runner.
-            llm_runner()
-        if state["verifier"] is None:
-            state["verifier"] = _verifier(settings)
+            self.runner()
+        if self._verifier is None:
+            self._verifier = Verifier.from_settings(self.settings)
         try:
             yield
         finally:
-            for client in owned:
-                await client.aclose()
-            closer = getattr(state["runner"], "aclose", None)
+            closer = getattr(self._runner, "aclose", None)
             if closer is not None:
                 await closer()
+            if owned_publisher is not None:
+                await owned_publisher.aclose()
+            if owned_redis is not None:
+                await owned_redis.aclose()
 
-    def llm_runner() -> Runner:
-        if state["runner"] is None:
+    def runner(self) -> Runner:
+        """The LLM runner, built on first use (LangChain is imported then)."""
+        if self._runner is None:
             from worker.llm import LLMRunner
 
-            state["runner"] = LLMRunner(settings, state["redis"])
+            self._runner = LLMRunner(self.settings, self.redis)
             import langchain_openai  # noqa: F401  (built on the first chat model otherwise)
-        return state["runner"]  # type: ignore[no-any-return]
+        return self._runner
 
-    async def verified_body(request: Request) -> bytes:
+    async def verified_body(self, request: Request) -> bytes:
+        """The body, once its signature checks out.
+
+        Raises:
+            InvalidSignature: missing, forged, expired or for another URL.
+        """
+        assert self._verifier is not None
         body = await request.body()
-        verifier: Verifier = state["verifier"]
-        verifier.verify(
-            request.headers.get("upstash-signature"), body, _public_url(settings, request)
+        self._verifier.verify(
+            request.headers.get("upstash-signature"), body, _public_url(self.settings, request)
         )
         return body
 
-    async def task_endpoint(request: Request) -> Response:
-        body = await verified_body(request)
+    async def task(self, request: Request) -> Response:
+        """`POST /api/worker/{tier}/{modality}/{mode}`: one delivery of a task message."""
+        body = await self.verified_body(request)
         try:
             msg = TaskMessage.model_validate_json(body)
         except ValidationError as exc:
@@ -123,61 +155,126 @@ def create_app(
         reply = await deliver(
             msg,
             message_id=request.headers.get("upstash-message-id", ""),
-            redis=state["redis"],
-            settings=settings,
-            runner=llm_runner(),
+            redis=self.redis,
+            settings=self.settings,
+            runner=self.runner(),
         )
         response = _reply(reply)
-        if reply.status == 200 and settings.database_url is not None:
-            response.background = BackgroundTask(_drain_usage, state["redis"], settings)
+        if reply.status == 200 and self.settings.database_url is not None:
+            response.background = BackgroundTask(_drain_usage, self.redis, self.settings)
         return response
 
-    async def failed_endpoint(request: Request) -> Response:
-        """QStash failure callback: retries are exhausted; fail the task and refund."""
-        body = await verified_body(request)
-        try:
-            payload = json.loads(body)
-            source = base64.b64decode(payload.get("sourceBody", ""))
-            msg = TaskMessage.model_validate_json(source)
-        except (ValueError, binascii.Error, ValidationError):
-            return JSONResponse({"status": "ignored"}, status_code=200)
-        store = TaskStore(state["redis"], settings)
-        outcome = Outcome(
-            "failed",
-            error_code="delivery_failed",
-            error_message=message("delivery_failed", msg.lang),
-        )
-        finished = await store.finish(msg, None, outcome, now_ms())
-        logger.warning("task %s failed delivery (finish=%s)", msg.task_id, finished)
-        return JSONResponse({"task_id": msg.task_id, "finished": finished == 1})
+    async def failed(self, request: Request) -> Response:
+        """QStash failure callback: a message's retries are spent (it is dead-lettered).
 
-    async def drain_endpoint(request: Request) -> Response:
+        Every delivery is a ticket for its queue, so the ticket is replaced while the
+        queue has work (up to `TICKET_REISSUES` times); after that the tasks it served
+        are failed and refunded — never one with a live attempt (finish refuses those).
+        """
+        body = await self.verified_body(request)
+        try:
+            msg, message_id = _failed_source(body)
+        except ValueError as exc:
+            logger.warning("failure callback ignored: %s", exc)
+            return _non_retryable(str(exc))
+        store = TaskStore(self.redis, self.settings)
+        loss = await store.ticket_lost(msg, message_id)
+        if loss.action == "reissue":
+            new_id = await self._reissue(msg)
+            logger.warning("task %s: dead-lettered message replaced by %s", msg.task_id, new_id)
+            return JSONResponse({"task_id": msg.task_id, "action": "reissued"})
+        failed: list[str] = []
+        if loss.action == "fail":
+            for task in loss.tasks:
+                outcome = Outcome(
+                    "failed",
+                    error_code="delivery_failed",
+                    error_message=message("delivery_failed", task.lang),
+                )
+                if await store.finish(task, None, outcome, now_ms()) == "finished":
+                    failed.append(task.task_id)
+            logger.warning("task %s: delivery failed for good; failed %s", msg.task_id, failed)
+        return JSONResponse({"task_id": msg.task_id, "action": loss.action, "failed": failed})
+
+    async def _reissue(self, msg: TaskMessage) -> str:
+        """Publish a new ticket for the dead message's queue (its next generation)."""
+        assert self._publisher is not None
+        again = msg.model_copy(update={"generation": msg.generation + 1})
+        r = route(msg.template, msg.tier, msg.modality == "vision")
+        return await self._publisher.publish_task(
+            r,
+            again.model_dump(mode="json"),
+            task_id=f"{msg.task_id}.{again.generation}",
+            slot_limit=slot_limit(self.settings, r.model_id),
+        )
+
+    async def drain(self, request: Request) -> Response:
         """Scheduled call: flush queued usage rows to Postgres."""
-        await verified_body(request)
-        flushed = await _drain_usage(state["redis"], settings)
+        await self.verified_body(request)
+        flushed = await _drain_usage(self.redis, self.settings)
         return JSONResponse({"flushed": flushed})
 
-    async def health(request: Request) -> Response:
+    async def health(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
 
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    redis: RedisPort | None = None,
+    runner: Runner | None = None,
+    verifier: Verifier | None = None,
+    publisher: Publisher | None = None,
+) -> Starlette:
+    """The worker app. Clients are injected or built from settings at start-up.
+
+    Args:
+        settings: defaults to `get_settings()`.
+        redis: a Redis port instead of `create_redis(settings)`.
+        runner: the runner instead of the LLM runner.
+        verifier: the signature verifier instead of one from the signing keys.
+        publisher: publishes replacement tickets (failure callback) instead of QStash.
+    """
+    worker = Worker(
+        settings or get_settings(),
+        redis=redis,
+        runner=runner,
+        verifier=verifier,
+        publisher=publisher,
+    )
     handlers = dict(EXCEPTION_HANDLERS)
     handlers[InvalidSignature] = _unauthorized
-    return Starlette(
+    handlers[SlotlineError] = _worker_error
+    app = Starlette(
         routes=[
-            Route("/api/worker/failed", failed_endpoint, methods=["POST"]),
-            Route("/api/worker/drain", drain_endpoint, methods=["POST"]),
-            Route("/api/worker/healthz", health, methods=["GET"]),
+            Route("/api/worker/failed", worker.failed, methods=["POST"]),
+            Route("/api/worker/drain", worker.drain, methods=["POST"]),
+            Route("/api/worker/healthz", worker.health, methods=["GET"]),
             Route(
-                "/api/worker/{tier:str}/{modality:str}/{mode:str}", task_endpoint, methods=["POST"]
+                "/api/worker/{tier:str}/{modality:str}/{mode:str}", worker.task, methods=["POST"]
             ),
         ],
-        lifespan=lifespan,
+        lifespan=worker.lifespan,
         exception_handlers=handlers,
     )
+    app.state.worker = worker
+    return app
 
 
 async def _unauthorized(request: Request, exc: Exception) -> Response:
     return JSONResponse(error_body("invalid_signature", "en", {}), status_code=401)
+
+
+async def _worker_error(request: Request, exc: Exception) -> Response:
+    """Domain errors answered to QStash; a 503 says when to come back (a retry is spent)."""
+    assert isinstance(exc, SlotlineError)
+    headers = dict(exc.headers)
+    if exc.status == 503 and "Retry-After" not in headers:
+        worker: Worker = request.app.state.worker
+        headers["Retry-After"] = str(worker.settings.redis_blip_retry_s)
+    logger.warning("worker %s -> %s: %s", request.url.path, exc.code, exc.detail)
+    body = error_body(exc.code, "en", {"detail": exc.detail, **exc.params})
+    return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
 async def _drain_usage(redis: RedisPort, settings: Settings) -> int:

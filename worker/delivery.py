@@ -1,4 +1,4 @@
-"""One delivery of a task: start guard, the LLM run under a renewed lease, finish in `finally`."""
+"""One delivery: use it as a ticket, run the task it starts under a renewed lease, finish."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lib import events, keys
-from lib.errors import SlotlineError
+from lib import keys
+from lib.errors import RedisUnavailable, SlotlineError
 from lib.i18n import message
 from lib.messages import TaskMessage
 from lib.redisport import RedisPort
 from lib.routing import ModelId
 from lib.settings import Settings
-from lib.tasks import Outcome, StartDecision, TaskStore
+from lib.tasks import Finished, Outcome, Run, Skip, TaskStore, Wait
+from worker.blips import through_blips
 from worker.tokens import TokenBatcher
 
 logger = logging.getLogger(__name__)
@@ -70,11 +71,22 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def retry_reply(task_id: str, reason: str, retry_after: int) -> Reply:
+    """Ask QStash to deliver the message again later: the ticket is still needed."""
+    return Reply(
+        503,
+        {"task_id": task_id, "status": "retry", "reason": reason},
+        {"Retry-After": str(max(1, retry_after))},
+    )
+
+
 @contextlib.asynccontextmanager
-async def renewed(
-    store: TaskStore, msg: TaskMessage, lease: StartDecision, work: asyncio.Task[Any]
-) -> AsyncIterator[None]:
-    """Renew the lease every third of its length; cancel `work` if the lease is lost."""
+async def renewed(store: TaskStore, run: Run, work: asyncio.Task[Any]) -> AsyncIterator[None]:
+    """Renew the lease every third of its length; cancel `work` if the lease is lost.
+
+    A renewal that cannot reach Redis is tried again at the next tick: the lease has
+    two more ticks before it runs out, so a blip shorter than that costs nothing.
+    """
     interval = store.settings.lease_ms / 3000
     stopped = asyncio.Event()
 
@@ -84,8 +96,13 @@ async def renewed(
             await asyncio.sleep(interval)
             if stopped.is_set():
                 return
-            if not await store.renew(msg, lease, now_ms()):
-                logger.warning("task %s lost its lease; stopping this attempt", msg.task_id)
+            try:
+                kept = await store.renew(run, now_ms())
+            except RedisUnavailable as exc:
+                logger.warning("task %s: lease renewal failed (%s)", run.task.task_id, exc.detail)
+                continue
+            if not kept:
+                logger.warning("task %s lost its lease; stopping this attempt", run.task.task_id)
                 work.cancel("lease lost")
                 return
 
@@ -118,7 +135,7 @@ def _done_data(rows: list[dict[str, Any]], output: RunOutput, started: float) ->
 
 
 async def deliver(
-    msg: TaskMessage,
+    ticket: TaskMessage,
     *,
     message_id: str,
     redis: RedisPort,
@@ -128,22 +145,38 @@ async def deliver(
     """Handle one delivery end to end.
 
     Returns:
-        200 when the task finished or there was nothing to do (redelivery), 429 with a
-        short `Retry-After` when it may not start yet (QStash retries then).
+        200 when a task finished or nothing waits on the queue; 429 with `Retry-After`
+        when no task may start yet (a live attempt of this message: the time its lease
+        has left; no free slot: when the earliest lease can end); 503 with `Retry-After`
+        when the ticket is still needed (Redis unreachable, the attempt lost its lease).
     """
     store = TaskStore(redis, settings)
-    lease = await store.start(msg, message_id=message_id, now_ms=now_ms())
-    if lease.action == "skip":
-        logger.info("task %s skipped: %s", msg.task_id, lease.reason)
-        return Reply(200, {"task_id": msg.task_id, "status": "skipped", "reason": lease.reason})
-    if lease.action == "wait":
+    try:
+        start = await store.start(ticket, message_id=message_id, now_ms=now_ms())
+    except RedisUnavailable as exc:
+        logger.warning("task %s: start failed (%s)", ticket.task_id, exc.detail)
+        return retry_reply(ticket.task_id, "redis_unavailable", settings.redis_blip_retry_s)
+    if isinstance(start, Skip):
+        logger.info("delivery of %s: %s", ticket.task_id, start.reason)
+        return Reply(200, {"task_id": ticket.task_id, "status": "skipped", "reason": start.reason})
+    if isinstance(start, Wait):
         return Reply(
             429,
-            {"task_id": msg.task_id, "status": "waiting", "reason": lease.reason},
-            {"Retry-After": str(lease.retry_after)},
+            {"task_id": ticket.task_id, "status": "waiting", "reason": start.reason},
+            {"Retry-After": str(start.retry_after)},
         )
-    assert lease.model is not None
-    logger.info("task %s attempt %s on %s", msg.task_id, lease.attempt, lease.model)
+    return await _run(store, ticket, start, message_id=message_id, runner=runner)
+
+
+async def _run(
+    store: TaskStore, ticket: TaskMessage, run: Run, *, message_id: str, runner: Runner
+) -> Reply:
+    """Run the started task and finish it in `finally`."""
+    settings = store.settings
+    msg = run.task
+    logger.info(
+        "task %s attempt %s on %s (ticket %s)", msg.task_id, run.attempt, run.model, ticket.task_id
+    )
     rows: list[dict[str, Any]] = []
     outcome = Outcome("failed", error_code="internal_error")
     started = time.monotonic()
@@ -151,22 +184,29 @@ async def deliver(
     events_key = keys.events(msg.user_id, msg.service_id, msg.task_id)
     try:
         async with TokenBatcher(
-            redis, events_key, flush_ms=settings.token_flush_ms, max_chars=settings.token_flush_max
+            store.redis,
+            events_key,
+            flush_ms=settings.token_flush_ms,
+            max_chars=settings.token_flush_max,
+            blip_budget_s=settings.lease_ms / 1000,
         ) as batcher:
 
             async def restart() -> None:
-                batcher.discard()
-                await batcher.flush()
-                await events.append(redis, events_key, "restart", {}, ttl_s=None)
+                # The LLM layer starts over on another model: clients reset their text.
+                await batcher.restart({"attempt": run.attempt})
 
             work = asyncio.create_task(
                 runner.run(
-                    msg, lease.model, on_delta=batcher.add, on_restart=restart, record=rows.append
+                    msg, run.model, on_delta=batcher.add, on_restart=restart, record=rows.append
                 )
             )
-            async with renewed(store, msg, lease, work):
+            async with renewed(store, run, work):
                 output = await asyncio.wait_for(work, settings.worker_time_limit_s)
         outcome = Outcome("done", result=output.result, done=_done_data(rows, output, started))
+    except RedisUnavailable as exc:
+        # Not the task's fault: the redelivery restarts it once Redis is back.
+        outcome = Outcome("lost")
+        logger.warning("task %s: redis unreachable during the run (%s)", msg.task_id, exc.detail)
     except SlotlineError as exc:
         outcome = Outcome(
             "failed",
@@ -195,23 +235,44 @@ async def deliver(
         )
     finally:
         outcome.usage_rows = rows
-        finished = await store.finish(msg, lease, outcome, now_ms())
-    if finished == 2:
-        # Nobody took over: have QStash deliver again, and that delivery restarts the task.
-        logger.warning(
-            "task %s: attempt %s lost its lease; asking for a redelivery",
-            msg.task_id,
-            lease.attempt,
+        finished = await _finish(store, run, outcome, ticket=ticket, message_id=message_id)
+    return _finish_reply(ticket, run, outcome, finished, settings)
+
+
+async def _finish(
+    store: TaskStore, run: Run, outcome: Outcome, *, ticket: TaskMessage, message_id: str
+) -> Finished | None:
+    """finish, through Redis blips of up to the lease length; None if Redis stayed away."""
+    try:
+        return await through_blips(
+            lambda: store.finish(
+                run.task, run, outcome, now_ms(), ticket=ticket, message_id=message_id
+            ),
+            budget_s=store.settings.lease_ms / 1000,
         )
-        return Reply(
-            503,
-            {"task_id": msg.task_id, "status": "retry", "reason": "lease_lost"},
-            {"Retry-After": str(settings.start_retry_after_s)},
-        )
-    if finished == -1:
-        logger.info("task %s: attempt %s superseded", msg.task_id, lease.attempt)
-    status = outcome.status if finished == 1 else "superseded" if finished == -1 else "finished"
-    return Reply(200, {"task_id": msg.task_id, "status": status})
+    except RedisUnavailable as exc:
+        logger.warning("task %s: finish failed (%s)", run.task.task_id, exc.detail)
+        return None
+
+
+def _finish_reply(
+    ticket: TaskMessage, run: Run, outcome: Outcome, finished: Finished | None, settings: Settings
+) -> Reply:
+    task_id = run.task.task_id
+    if finished is None:
+        # The redelivery follows this message to the task, and takes it over once the
+        # lease has run out.
+        return retry_reply(task_id, "redis_unavailable", settings.redis_blip_retry_s)
+    if finished == "lost":
+        logger.warning("task %s: attempt %s lost its lease; redelivery", task_id, run.attempt)
+        return retry_reply(task_id, "lease_lost", settings.start_retry_after_s)
+    if finished == "superseded":
+        # Another delivery took the task over; this message is still a ticket its queue
+        # may need (it may have been some other task's), so it comes back.
+        logger.info("task %s: attempt %s superseded", task_id, run.attempt)
+        return retry_reply(task_id, "superseded", settings.start_retry_after_s)
+    status = outcome.status if finished == "finished" else "finished"
+    return Reply(200, {"task_id": task_id, "ticket": ticket.task_id, "status": status})
 
 
 def _current_cancelled() -> bool:

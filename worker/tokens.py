@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from typing import Any
 
 from lib import events
+from lib.errors import RedisUnavailable
 from lib.redisport import RedisPort
+from worker.blips import through_blips
+
+logger = logging.getLogger(__name__)
 
 
 class TokenBatcher:
@@ -17,11 +23,23 @@ class TokenBatcher:
     that a batch is written when `flush_ms` have passed since the last write or
     when `max_chars` are buffered, and a timer flushes a stalled buffer. Each write
     is one XADD (the start script set the stream's TTL; finish refreshes it).
-    Writes are serialized so events keep their order.
+    Writes are serialized so events keep their order. Each batch also carries `n`,
+    the deltas written so far in this attempt: the row of an attempt that dies is
+    closed with it (`lib/lua/attempt_row.lua`). A write that cannot reach Redis keeps
+    its text for the next one, so a blip delays tokens instead of failing the task.
     """
 
-    def __init__(self, redis: RedisPort, key: str, *, flush_ms: int, max_chars: int) -> None:
+    def __init__(
+        self,
+        redis: RedisPort,
+        key: str,
+        *,
+        flush_ms: int,
+        max_chars: int,
+        blip_budget_s: float = 30.0,
+    ) -> None:
         self._redis = redis
+        self._blip_budget_s = blip_budget_s
         self._key = key
         self._flush_s = flush_ms / 1000
         self._max_chars = max_chars
@@ -31,6 +49,8 @@ class TokenBatcher:
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
         self._closed = False
+        self._pending_deltas = 0
+        self.deltas = 0
         self.writes = 0
         self.chars = 0
 
@@ -47,7 +67,7 @@ class TokenBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
         if exc[0] is None:
-            await self.flush()
+            await through_blips(self._write, budget_s=self._blip_budget_s)
 
     async def add(self, text: str) -> None:
         """Buffer one delta; write when it is the first, or the batch is old or large."""
@@ -55,27 +75,45 @@ class TokenBatcher:
             return
         self._parts.append(text)
         self._size += len(text)
+        self._pending_deltas += 1
         first = self.writes == 0
         if first or self._size >= self._max_chars or self._age() >= self._flush_s:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write the buffered text as one `token` event (nothing when empty)."""
+        """Write the buffered text as one `token` event (nothing when empty).
+
+        While Redis is unreachable the text stays buffered for the next write.
+        """
+        try:
+            await self._write()
+        except RedisUnavailable as exc:
+            logger.warning("token batch kept for the next write: %s", exc.detail)
+
+    async def _write(self) -> None:
         async with self._lock:
             self._last = time.monotonic()
             if not self._parts:
                 return
             text = "".join(self._parts)
+            deltas = self.deltas + self._pending_deltas
+            await events.append(
+                self._redis, self._key, "token", {"text": text}, ttl_s=None, fields={"n": deltas}
+            )
             self._parts.clear()
             self._size = 0
-            await events.append(self._redis, self._key, "token", {"text": text}, ttl_s=None)
+            self._pending_deltas = 0
+            self.deltas = deltas
             self.writes += 1
             self.chars += len(text)
 
-    def discard(self) -> None:
-        """Drop buffered text (the attempt restarts; clients reset on `restart`)."""
-        self._parts.clear()
-        self._size = 0
+    async def restart(self, data: dict[str, Any]) -> None:
+        """Drop buffered text and write a `restart` event (clients reset their text)."""
+        async with self._lock:
+            self._parts.clear()
+            self._size = 0
+            self._pending_deltas = 0
+            await events.append(self._redis, self._key, "restart", data, ttl_s=None)
 
     def _age(self) -> float:
         return time.monotonic() - self._last

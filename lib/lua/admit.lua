@@ -12,6 +12,8 @@
 -- KEYS[8]  free queue waiting ZSET     queue:{free_queue}:waiting
 -- KEYS[9]  task hash                   task:{task_id}
 -- KEYS[10] event stream                cs:events:{user}:{service}:{task_id}
+-- KEYS[11] paid queue specs hash       queue:{paid_queue}:specs
+-- KEYS[12] free queue specs hash       queue:{free_queue}:specs
 --
 -- ARGV[1]  now (ms)           ARGV[2]  rate limit        ARGV[3]  rate window (ms)
 -- ARGV[4]  task id            ARGV[5]  idempotency ttl (ms)
@@ -23,6 +25,7 @@
 -- ARGV[18] paid queue  ARGV[19] paid models (csv)  ARGV[20] paid mode  ARGV[21] paid modality
 -- ARGV[22] free queue  ARGV[23] free models (csv)  ARGV[24] free mode  ARGV[25] free modality
 -- ARGV[26] idempotency digest (kept on the task so cancel can clear it)
+-- ARGV[27] the task's spec (JSON): any delivery of its queue may start it (start.lua)
 --
 -- Returns one of:
 --   {"rate_limited", retry_after_s}
@@ -69,12 +72,12 @@ end
 -- 4. quota decides the tier
 local cost = tonumber(ARGV[6])
 local balance = tonumber(redis.call('GET', KEYS[4]) or '0')
-local tier, pending, waiting, q, models, mode, modality
+local tier, pending, waiting, specs, q, models, mode, modality
 if cost > 0 and balance >= cost then
-  tier, pending, waiting = 'paid', KEYS[5], KEYS[6]
+  tier, pending, waiting, specs = 'paid', KEYS[5], KEYS[6], KEYS[11]
   q, models, mode, modality = ARGV[18], ARGV[19], ARGV[20], ARGV[21]
 else
-  tier, pending, waiting = 'free', KEYS[7], KEYS[8]
+  tier, pending, waiting, specs = 'free', KEYS[7], KEYS[8], KEYS[12]
   q, models, mode, modality = ARGV[22], ARGV[23], ARGV[24], ARGV[25]
   cost = 0
 end
@@ -88,11 +91,13 @@ end
 if cost > 0 then redis.call('DECRBY', KEYS[4], cost) end
 redis.call('INCR', pending)
 redis.call('ZADD', waiting, ARGV[9], task_id)
+redis.call('HSET', specs, task_id, ARGV[27])
 redis.call('HSET', KEYS[9],
   'id', task_id, 'user', ARGV[13], 'template', ARGV[14], 'service', ARGV[15],
   'lang', ARGV[16], 'priority', ARGV[17], 'tier', tier, 'queue', q, 'models', models,
   'model', string.match(models, '^[^,]+'), 'mode', mode, 'modality', modality,
-  'status', 'queued', 'created_ms', now, 'attempts', 0, 'cost', cost, 'idem', ARGV[26])
+  'status', 'queued', 'created_ms', now, 'attempts', 0, 'cost', cost, 'idem', ARGV[26],
+  'score', ARGV[9])
 redis.call('EXPIRE', KEYS[9], tonumber(ARGV[10]))
 redis.call('SET', KEYS[3], task_id, 'PX', tonumber(ARGV[12]))
 redis.call('SET', KEYS[2], cjson.encode({id = task_id, tier = tier, queue = q, models = models, mode = mode}),

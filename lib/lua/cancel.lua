@@ -1,8 +1,10 @@
--- cancel: cancel a task that has not started (producer). Refund, unlock, unqueue; the
--- delivery that still arrives is acknowledged without running (start.lua skips it).
+-- cancel: cancel a task that has not started (producer). Refund, unlock, unqueue. Its
+-- message stays at the queue: a delivery is a ticket for the queue (start.lua), so it
+-- starts the next waiting task or ends.
 --
 -- KEYS[1] task hash   KEYS[2] queue pending counter   KEYS[3] queue waiting ZSET
 -- KEYS[4] per-user lock   KEYS[5] quota   KEYS[6] event stream   KEYS[7] idempotency key
+-- KEYS[8] queue specs hash
 -- ARGV[1] task id   ARGV[2] user id (owner)   ARGV[3] now (ms)   ARGV[4] events ttl (s)
 --
 -- Returns {"cancelled", refunded} | {"not_found"} | {"not_cancellable", status}
@@ -15,6 +17,7 @@ if t[1] ~= 'queued' then return {'not_cancellable', t[1]} end
 local cost = tonumber(t[3] or '0')
 if cost > 0 then redis.call('INCRBY', KEYS[5], cost) end
 redis.call('ZREM', KEYS[3], task_id)
+redis.call('HDEL', KEYS[8], task_id)
 if tonumber(redis.call('DECR', KEYS[2])) <= 0 then redis.call('DEL', KEYS[2]) end
 if redis.call('GET', KEYS[4]) == task_id then redis.call('DEL', KEYS[4]) end
 local idem = redis.call('GET', KEYS[7])

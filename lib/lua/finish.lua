@@ -2,35 +2,62 @@
 -- Releases the lease, the backpressure count and the user lock; writes the terminal state
 -- and the last events; refunds the quota on failure; queues usage rows for Postgres.
 --
--- KEYS[1] task hash   KEYS[2] slot pool of the lease (any pool key when no lease)
+-- KEYS[1] task hash   KEYS[2] slot pool of this attempt's lease (any pool key when none)
 -- KEYS[3] queue pending counter   KEYS[4] queue waiting ZSET   KEYS[5] per-user lock
--- KEYS[6] quota   KEYS[7] event stream   KEYS[8] usage stream
+-- KEYS[6] quota   KEYS[7] event stream   KEYS[8] usage stream   KEYS[9] queue specs hash
+-- KEYS[10] the delivering message's own task hash (its `ran:{message}` mark is cleared)
+-- KEYS[11..] the queue's slot pools (a dead attempt's lease is released from its pool)
 --
--- ARGV[1] lease id ('' = no lease: failure callback / never started)
+-- ARGV[1] lease member ('' = no lease: failure callback / never started)
 -- ARGV[2] status: "done" | "failed" | "lost" (the attempt lost its lease: record its usage,
 --   leave the task running for the redelivery to take over)   ARGV[3] now (ms)   ARGV[4] task id
 -- ARGV[5] result JSON ('' = none)     ARGV[6] error code   ARGV[7] error message
 -- ARGV[8] done-event JSON (usage, cost, latency; '' = none)
 -- ARGV[9] usage rows JSON array ('' = none)   ARGV[10] events ttl (s)   ARGV[11] task ttl (s)
+-- ARGV[12] the delivering message id ('' = none)
+-- then 2 values per pool, same order as KEYS[11..]: provider, output price per million tokens
 --
 -- Returns 1 when this call finished the task, 0 when it was already terminal or missing,
 -- -1 when a newer attempt owns the task (only this attempt's lease is released),
--- 2 for "lost" when no other attempt has taken over yet (nothing else changes).
+-- 2 for "lost" when no other attempt has taken over yet (nothing else changes),
+-- 3 when a call without a lease finds a live attempt running the task: nothing changes
+-- (the failure callback never fails a task that is alive).
+
+--! include attempt_row
 
 local lease_id = ARGV[1]
 local status = ARGV[2]
+local now = tonumber(ARGV[3])
 local task_id = ARGV[4]
-local t = redis.call('HMGET', KEYS[1], 'status', 'lease', 'cost')
+local t = redis.call('HMGET', KEYS[1], 'status', 'lease', 'cost', 'pool_index')
 
 if ARGV[9] ~= '' then
   redis.call('XADD', KEYS[8], '*', 'rows', ARGV[9])
 end
 if lease_id ~= '' then redis.call('ZREM', KEYS[2], lease_id) end
+if status ~= 'lost' and ARGV[12] ~= ''
+    and redis.call('HGET', KEYS[10], 'ran:' .. ARGV[12]) == task_id then
+  -- The message's job is done (a lost attempt's redelivery follows the mark instead).
+  redis.call('HDEL', KEYS[10], 'ran:' .. ARGV[12])
+end
 if not t[1] or (t[1] ~= 'queued' and t[1] ~= 'running') then return 0 end
 if lease_id ~= '' and t[2] ~= lease_id then return -1 end
+if lease_id ~= '' then redis.call('HDEL', KEYS[1], 'open') end -- its rows are ARGV[9]
 if status == 'lost' then return 2 end
 
-redis.call('ZREM', KEYS[4], task_id) -- a task failed before it ever started
+if lease_id == '' and t[2] then
+  -- Failed without a process (failure callback): release the dead attempt's lease, log it.
+  local held = tonumber(t[4] or '0')
+  if held > 0 and KEYS[10 + held] then
+    local expiry = redis.call('ZSCORE', KEYS[10 + held], t[2])
+    if expiry and tonumber(expiry) > now then return 3 end
+    redis.call('ZREM', KEYS[10 + held], t[2])
+    close_attempt(KEYS[1], KEYS[7], KEYS[8], now, ARGV[12 + (held - 1) * 2 + 1],
+      tonumber(ARGV[12 + (held - 1) * 2 + 2]))
+  end
+end
+redis.call('ZREM', KEYS[4], task_id) -- failed before it started, or waiting for a restart
+redis.call('HDEL', KEYS[9], task_id)
 if tonumber(redis.call('DECR', KEYS[3])) <= 0 then redis.call('DEL', KEYS[3]) end
 if redis.call('GET', KEYS[5]) == task_id then redis.call('DEL', KEYS[5]) end
 local cost = tonumber(t[3] or '0')
@@ -40,7 +67,7 @@ if status ~= 'done' and cost > 0 then
   refunded = cost
 end
 
-redis.call('HSET', KEYS[1], 'status', status, 'finished_ms', ARGV[3], 'refunded', refunded)
+redis.call('HSET', KEYS[1], 'status', status, 'finished_ms', now, 'refunded', refunded)
 redis.call('HDEL', KEYS[1], 'lease')
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'result', ARGV[5])

@@ -1,80 +1,172 @@
--- start: may this delivery run now? (worker, before the LLM call)
--- Skips cancelled/terminal tasks (redelivery), purges expired leases, takes a lease on the
--- first candidate pool with room, and lets a queued task start only while its rank in the
--- waiting order (priority, then FIFO) is below that pool's free slots, so tasks ahead of it
--- keep theirs. A task whose previous attempt's lease expired (crashed worker) restarts.
+-- start: a delivery is a ticket for its queue's waiting order (worker, before the LLM call).
 --
--- KEYS[1] task hash   KEYS[2] queue waiting ZSET   KEYS[3] queue wait-times list
--- KEYS[4] event stream
--- KEYS[5..] slot pools (ZSET lease id -> expiry ms), primary model first, then fallbacks
+-- Every admitted task publishes one message; a message starts at most one task at a time,
+-- and it starts the HEAD of its queue's waiting order (priority, then FIFO), which may be
+-- another task than the one its body names. So whatever order deliveries arrive in, a
+-- delivery that finds a free slot is never refused because another task is ahead: it
+-- starts that task instead. A ticket whose own task already ran serves the next head, or
+-- ends when nothing waits. A redelivery of a message whose attempt died waits exactly as
+-- long as the dead attempt's lease has left, then takes the task over.
 --
--- ARGV[1] now (ms)   ARGV[2] lease length (ms)   ARGV[3] new lease id   ARGV[4] message id
--- ARGV[5] retry-after (s) when it may not start   ARGV[6] events ttl (s)   ARGV[7] task id
--- ARGV[8..7+n] slot limit of each of the n pools, same order as KEYS[5..]
--- ARGV[8+n..7+2n] model id of each pool, same order
+-- One call looks at one candidate task. When the ticket must look at another one (the
+-- head, or the task this message started before), the reply names it with its spec and
+-- the worker calls again with that task's keys: every key passes through KEYS.
+--
+-- KEYS[1] the ticket's own task hash   task:{own}   (records which task this message started)
+-- KEYS[2] the candidate task hash      task:{candidate}   (may be KEYS[1])
+-- KEYS[3] queue waiting ZSET   KEYS[4] queue specs hash   KEYS[5] queue wait-times list
+-- KEYS[6] the candidate's event stream   KEYS[7] usage stream (rows of dead attempts)
+-- KEYS[8..] slot pools (ZSET lease member -> expiry ms), primary model first, then fallbacks
+--
+-- ARGV[1] now (ms)   ARGV[2] lease length (ms)   ARGV[3] lease nonce   ARGV[4] message id
+-- ARGV[5] candidate task id   ARGV[6] queue id   ARGV[7] events ttl (s)
+-- ARGV[8] shortest retry-after (s)
+-- then 4 values per pool, same order as KEYS[8..]: slot limit, model id, provider,
+--   output price per million tokens (for the row of a dead attempt)
+--
+-- Lease members are "{queue}|{waiting score}|{task}|{nonce}": a purge of an expired lease
+-- puts its task back into the waiting order at its old place, so a crashed task is
+-- restarted before later ones.
 --
 -- Returns one of:
---   {"skip", status}                          nothing to do (missing, cancelled, terminal)
---   {"wait", retry_after_s, reason}           not now: "busy" (live attempt) or "slots"
---   {"run", pool_index (1-based), attempt, restarted (0/1)}
+--   {"run", pool_index (1-based), attempt, restarted (0/1), lease member}   the candidate runs
+--   {"head", task_id, spec}     start that task instead (call again with its keys)
+--   {"follow", task_id, spec}   this message started that task before: look at it
+--   {"wait", retry_after_s, reason}   "busy" (a live attempt) or "slots" (no free slot)
+--   {"skip", reason}            nothing waits: the ticket is spent ("no_work")
+
+--! include attempt_row
 
 local now = tonumber(ARGV[1])
 local lease_ms = tonumber(ARGV[2])
-local lease_id = ARGV[3]
-local retry_after = tonumber(ARGV[5])
-local task_id = ARGV[7]
-local npools = #KEYS - 4
+local msg_id = ARGV[4]
+local cand = ARGV[5]
+local queue = ARGV[6]
+local min_retry = tonumber(ARGV[8])
+local npools = #KEYS - 7
+local ran_field = 'ran:' .. msg_id
 
-local t = redis.call('HMGET', KEYS[1], 'status', 'lease', 'pool_index', 'attempts', 'created_ms')
-local status = t[1]
-if not status then return {'skip', 'missing'} end
-if status ~= 'queued' and status ~= 'running' then return {'skip', status} end
+local function pool_arg(i, k) return ARGV[8 + (i - 1) * 4 + k] end
 
+-- Reclaim expired leases; this queue's tasks go back into the waiting order.
 for i = 1, npools do
-  redis.call('ZREMRANGEBYSCORE', KEYS[4 + i], '-inf', now)
+  local pool = KEYS[7 + i]
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', pool, '-inf', now)) do
+    local q, score, task = string.match(member, '^([^|]*)|([^|]*)|([^|]*)|')
+    if q == queue then
+      redis.call('ZADD', KEYS[3], 'NX', score, task)
+      redis.call('ZREM', pool, member)
+    elseif not q then
+      redis.call('ZREM', pool, member)
+    end
+  end
 end
 
-local restarted = 0
-local rank = 0
+local function live(i) return redis.call('ZCOUNT', KEYS[7 + i], now + 1, '+inf') end
+
+local function free_pool()
+  for i = 1, npools do
+    if live(i) < tonumber(pool_arg(i, 1)) then return i end
+  end
+  return 0
+end
+
+local function retry_for_slots()
+  -- The earliest a lease can end (a dead attempt's lease expires then).
+  local best = lease_ms
+  for i = 1, npools do
+    local first = redis.call('ZRANGEBYSCORE', KEYS[7 + i], now + 1, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if first[2] then best = math.min(best, tonumber(first[2]) - now) end
+  end
+  return math.max(min_retry, math.ceil(best / 1000))
+end
+
+local function bounce(retry, reason)
+  -- Counted on the ticket's own task: bounces per task are a health figure (docs/bench.md).
+  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'bounces', 1) end
+  return {'wait', retry, reason}
+end
+
+local t = redis.call('HMGET', KEYS[2], 'status', 'lease', 'pool_index', 'attempts', 'created_ms',
+  'run_msg', 'score')
+local status = t[1]
+
+-- 1. What did this message start before? (a redelivery, or a duplicate)
+local ran = redis.call('HGET', KEYS[1], ran_field)
+if ran and ran ~= cand then
+  local spec = redis.call('HGET', KEYS[4], ran)
+  if spec then return {'follow', ran, spec} end
+  redis.call('HDEL', KEYS[1], ran_field) -- that task has ended: the ticket is free again
+  ran = nil
+end
+
+local takeover = false
 if status == 'running' then
   local held = tonumber(t[3] or '0')
-  if held > 0 and redis.call('ZSCORE', KEYS[4 + held], t[2]) then
-    -- Another attempt holds a live lease: a duplicate delivery. Come back later.
-    return {'wait', retry_after, 'busy'}
-  end
-  restarted = 1 -- the previous attempt's lease expired (crashed worker): take over
-else
-  rank = redis.call('ZRANK', KEYS[2], task_id) or 0
-end
-
-local chosen = 0
-for i = 1, npools do
-  local free = tonumber(ARGV[7 + i]) - redis.call('ZCARD', KEYS[4 + i])
-  if rank < free then
-    chosen = i
-    break
+  local expiry = nil
+  if held > 0 and held <= npools then expiry = redis.call('ZSCORE', KEYS[7 + held], t[2]) end
+  if expiry and tonumber(expiry) > now then
+    if ran == cand and t[6] == msg_id then
+      -- This message's earlier attempt still holds a live lease: come back when it ends.
+      return bounce(math.max(1, math.ceil((tonumber(expiry) - now) / 1000)), 'busy')
+    end
+    -- Another message runs it: this ticket is free for the head.
+  elseif ran == cand and t[6] == msg_id then
+    takeover = true -- this message's attempt died: take the task over now
   end
 end
-if chosen == 0 then
-  return {'wait', retry_after, 'slots'}
+if ran == cand and not takeover then
+  redis.call('HDEL', KEYS[1], ran_field)
 end
 
-redis.call('ZADD', KEYS[4 + chosen], now + lease_ms, lease_id)
+-- 2. A free ticket starts the head of the waiting order.
+if not takeover then
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  if not head then return {'skip', 'no_work'} end
+  if head ~= cand then
+    if free_pool() == 0 then return bounce(retry_for_slots(), 'slots') end
+    local spec = redis.call('HGET', KEYS[4], head)
+    if spec then return {'head', head, spec} end
+    redis.call('ZREM', KEYS[3], head) -- no spec: the task has ended; drop the stale entry
+    return {'wait', min_retry, 'slots'}
+  end
+  if status == 'running' then
+    -- Back in the waiting order after its lease expired: a restart (any ticket may do it).
+    takeover = true
+  elseif status ~= 'queued' then
+    redis.call('ZREM', KEYS[3], cand)
+    return {'wait', min_retry, 'slots'}
+  end
+end
+
+-- 3. Take a slot and start the candidate.
+local chosen = free_pool()
+if chosen == 0 then return bounce(retry_for_slots(), 'slots') end
+local score = t[7] or '0'
+local member = queue .. '|' .. score .. '|' .. cand .. '|' .. ARGV[3]
+redis.call('ZADD', KEYS[7 + chosen], now + lease_ms, member)
 local attempt = tonumber(t[4] or '0') + 1
-redis.call('HSET', KEYS[1], 'status', 'running', 'lease', lease_id, 'pool_index', chosen,
-  'attempts', attempt, 'message_id', ARGV[4], 'attempt_ms', now)
-local model = ARGV[8 + npools + chosen - 1]
-if model then redis.call('HSET', KEYS[1], 'model', model) end
-if restarted == 0 then
-  redis.call('ZREM', KEYS[2], task_id)
-  local waited = now - tonumber(t[5] or now)
-  redis.call('HSET', KEYS[1], 'started_ms', now, 'wait_ms', waited)
-  redis.call('LPUSH', KEYS[3], waited)
-  redis.call('LTRIM', KEYS[3], 0, 99)
-else
-  redis.call('XADD', KEYS[4], '*', 'type', 'restart', 'data', cjson.encode({attempt = attempt}))
+if takeover then
+  local old = tonumber(t[3] or '0')
+  if old > 0 and old <= npools then
+    redis.call('ZREM', KEYS[7 + old], t[2])
+    close_attempt(KEYS[2], KEYS[6], KEYS[7], now, pool_arg(old, 3), tonumber(pool_arg(old, 4)))
+  end
 end
-redis.call('XADD', KEYS[4], '*', 'type', 'started',
-  'data', cjson.encode({model = model or '', attempt = attempt}))
-redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
-return {'run', chosen, attempt, restarted}
+local model = pool_arg(chosen, 2)
+redis.call('HSET', KEYS[2], 'status', 'running', 'lease', member, 'pool_index', chosen,
+  'attempts', attempt, 'run_msg', msg_id, 'attempt_ms', now, 'model', model, 'open', attempt)
+redis.call('HSET', KEYS[1], ran_field, cand)
+redis.call('ZREM', KEYS[3], cand)
+if not takeover then
+  local waited = now - tonumber(t[5] or now)
+  redis.call('HSET', KEYS[2], 'started_ms', now, 'wait_ms', waited)
+  redis.call('LPUSH', KEYS[5], waited)
+  redis.call('LTRIM', KEYS[5], 0, 99)
+else
+  redis.call('XADD', KEYS[6], '*', 'type', 'restart', 'data', cjson.encode({attempt = attempt}))
+end
+redis.call('XADD', KEYS[6], '*', 'type', 'started',
+  'data', cjson.encode({model = model, attempt = attempt}))
+redis.call('EXPIRE', KEYS[6], tonumber(ARGV[7]))
+return {'run', chosen, attempt, takeover and 1 or 0, member}

@@ -1,0 +1,149 @@
+"""A running attempt rides out a short Redis outage: tokens wait, finish is retried."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from lib import keys
+from lib.errors import RedisUnavailable
+from lib.redisport import Arg, RedisPort, StreamEntry, pairs_to_dict
+from worker.blips import through_blips
+from worker.tokens import TokenBatcher
+
+
+class Outage:
+    """A real Redis port that is unreachable while `down` is set (fault injection)."""
+
+    def __init__(self, inner: RedisPort) -> None:
+        self.inner = inner
+        self.kind: Literal["tcp", "rest"] = inner.kind
+        self.down = False
+        self.refused = 0
+
+    def _check(self) -> None:
+        if self.down:
+            self.refused += 1
+            raise RedisUnavailable("redis: ConnectionError: injected outage")
+
+    async def execute(self, *args: Arg) -> Any:
+        self._check()
+        return await self.inner.execute(*args)
+
+    async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        self._check()
+        return await self.inner.pipeline(commands)
+
+    async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        self._check()
+        return await self.inner.evalsha(sha, keys, args)
+
+    async def xread(
+        self, key: str, after_id: str, *, count: int, block_ms: int | None
+    ) -> list[StreamEntry]:
+        self._check()
+        return await self.inner.xread(key, after_id, count=count, block_ms=block_ms)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_token_batches_wait_out_an_outage_without_losing_text(redis: RedisPort) -> None:
+    """Deltas written while Redis is down are kept and land, in order, once it is back."""
+    port = Outage(redis)
+    key = keys.events("u", "s", "t")
+    async with TokenBatcher(port, key, flush_ms=20, max_chars=10_000) as batcher:
+        await batcher.add("a")
+        port.down = True
+        for part in "bcdef":
+            await batcher.add(part)
+            await asyncio.sleep(0.03)
+        assert port.refused >= 1
+        port.down = False
+        await batcher.add("g")
+    entries = await redis.execute("XRANGE", key, "-", "+")
+    fields = [pairs_to_dict(e[1]) for e in entries]
+    assert "".join(f["data"][9:-2] for f in fields) == "abcdefg"  # {"text":"…"}
+    assert fields[-1]["n"] == "7"  # deltas so far: the row of a dead attempt uses it
+
+
+async def test_the_last_batch_waits_for_redis_to_come_back(redis: RedisPort) -> None:
+    """Closing the batcher during an outage retries the last write instead of failing."""
+    port = Outage(redis)
+    key = keys.events("u", "s", "t2")
+
+    async def recover() -> None:
+        await asyncio.sleep(0.3)
+        port.down = False
+
+    async with TokenBatcher(port, key, flush_ms=1000, max_chars=10_000) as batcher:
+        await batcher.add("first")
+        await batcher.add("last")
+        port.down = True
+        healer = asyncio.create_task(recover())
+    await healer
+    texts = [pairs_to_dict(e[1])["data"] for e in await redis.execute("XRANGE", key, "-", "+")]
+    assert texts == ['{"text":"first"}', '{"text":"last"}']
+
+
+async def test_through_blips_gives_up_after_its_budget(redis: RedisPort) -> None:
+    """A Redis that stays away is reported after the budget, not waited on forever."""
+    port = Outage(redis)
+    port.down = True
+    started = time.monotonic()
+    try:
+        await through_blips(lambda: port.execute("PING"), budget_s=0.3)
+    except RedisUnavailable:
+        pass
+    else:
+        raise AssertionError("expected RedisUnavailable")
+    assert 0.3 <= time.monotonic() - started < 5.0
+    assert port.refused >= 2
+
+
+async def test_a_delivery_survives_an_outage_mid_stream_and_at_finish(redis: RedisPort) -> None:
+    """Redis goes away during the stream and is still away at finish: the task ends done once."""
+    import httpx
+
+    from lib.qstash_verify import Verifier
+    from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY
+    from tests.producer_helpers import RecordingPublisher
+    from tests.test_worker import BASE, ScriptedRunner, admit, event_types, held, make_settings
+    from tests.test_worker import signed as sign_delivery
+    from worker.app import create_app
+
+    settings = make_settings(token_flush_ms=20)
+    port = Outage(redis)
+    runner = ScriptedRunner([f"t{i} " for i in range(20)], delay=0.02)
+    app = create_app(
+        settings,
+        redis=port,
+        runner=runner,
+        verifier=Verifier(DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY),
+        publisher=RecordingPublisher(),
+    )
+    msg = await admit(redis, settings)
+    path, body, headers = sign_delivery(msg)
+
+    async def outage() -> None:
+        while await redis.execute("HGET", keys.task(msg.task_id), "status") != "running":
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        port.down = True  # until after the runner's last delta: finish meets the outage too
+        await asyncio.sleep(0.8)
+        port.down = False
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+        blip = asyncio.create_task(outage())
+        response = await c.post(path, content=body, headers=headers)
+        await blip
+    assert response.status_code == 200 and response.json()["status"] == "done"
+    assert port.refused > 0
+    events = await event_types(redis, msg)
+    types = [e["type"] for e in events]
+    assert "restart" not in types and types.count("done") == 1
+    text = "".join(e["data"][9:-2] for e in events if e["type"] == "token")
+    assert text == "".join(f"t{i} " for i in range(20))
+    assert await held(redis) == {"pending": None, "lock": None, "leases": 0}

@@ -49,6 +49,10 @@ MESSAGES: dict[str, dict[Lang, str]] = {
         "en": "The image is larger than {max_bytes} bytes.",
         "zh": "图片超过 {max_bytes} 字节。",
     },
+    "payload_too_large": {
+        "en": "The request body is larger than {max_bytes} bytes.",
+        "zh": "请求体超过 {max_bytes} 字节。",
+    },
     "publish_failed": {
         "en": "The task could not be queued. Nothing was charged; please retry.",
         "zh": "任务未能加入队列，未产生任何扣费，请重试。",

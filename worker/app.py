@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from lib.body_limit import WORKER_RULES, body_limit_middleware
 from lib.errors import ConfigError, InvalidSignature, ServiceUnavailable
 from lib.http_errors import EXCEPTION_HANDLERS, error_body
 from lib.i18n import message
@@ -173,6 +174,8 @@ def create_app(
         ],
         lifespan=lifespan,
         exception_handlers=handlers,
+        # Unsigned calls get 401 before their body is read; bodies are capped (413).
+        middleware=[body_limit_middleware(settings, WORKER_RULES)],
     )
 
 

@@ -102,6 +102,24 @@ class ImageTooLarge(SlotlineError):
     status = 413
 
 
+class PayloadTooLarge(SlotlineError):
+    """The request body passes its endpoint's limit (`max_bytes`); refused before any work.
+
+    The connection is closed after the answer: the rest of the body is never read.
+    """
+
+    code = "payload_too_large"
+    status = 413
+
+    def __init__(self, detail: str = "", *, max_bytes: int, **params: Any) -> None:
+        super().__init__(detail, max_bytes=max_bytes, **params)
+        self.max_bytes = max_bytes
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
 class PublishFailed(SlotlineError):
     code = "publish_failed"
     status = 503

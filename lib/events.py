@@ -14,8 +14,10 @@ EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 # After one of these nothing more is written to the stream.
 TERMINAL: frozenset[str] = frozenset({"done", "error", "cancelled"})
 
-# Stream ids: `ms-seq`, or `ms` alone (XREAD treats it as `ms-0`).
-_STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+# Stream ids: `ms-seq`, or `ms` alone (XREAD treats it as `ms-0`); ASCII digits only (`\d`
+# also takes other scripts' digits), each part a 64-bit unsigned integer, as Redis parses them.
+_STREAM_ID = re.compile(r"[0-9]{1,20}(?:-[0-9]{1,20})?")
+_MAX_ID_PART = 2**64 - 1
 START = "0-0"
 
 
@@ -100,8 +102,14 @@ class Event:
 
 
 def valid_stream_id(value: str) -> bool:
-    """Whether `value` can be passed to XREAD as the id to read after."""
-    return bool(_STREAM_ID.match(value))
+    """Whether `value` can be passed to XREAD as the id to read after.
+
+    The whole value must match (a trailing newline is not allowed), and both parts must
+    fit in 64 bits: Redis refuses `18446744073709551616` with an error.
+    """
+    if _STREAM_ID.fullmatch(value) is None:
+        return False
+    return all(int(part) <= _MAX_ID_PART for part in value.split("-"))
 
 
 def encode_data(data: Any) -> str:

@@ -49,6 +49,10 @@ MESSAGES: dict[str, dict[Lang, str]] = {
         "en": "The image is larger than {max_bytes} bytes.",
         "zh": "图片超过 {max_bytes} 字节。",
     },
+    "payload_too_large": {
+        "en": "The request body is larger than {max_bytes} bytes.",
+        "zh": "请求体超过 {max_bytes} 字节。",
+    },
     "publish_failed": {
         "en": "The task could not be queued. Nothing was charged; please retry.",
         "zh": "任务未能加入队列，未产生任何扣费，请重试。",
@@ -78,6 +82,18 @@ MESSAGES: dict[str, dict[Lang, str]] = {
     "internal_error": {"en": "Internal error.", "zh": "内部错误。"},
 }
 
+# The `{detail}` of a message, localized, for errors raised with a `reason` param (e.g.
+# `InvalidRequest("...", reason="not_json")`). Without one, `detail` is the English text
+# the error was raised with.
+DETAILS: dict[str, dict[Lang, str]] = {
+    "not_json": {"en": "the body is not valid JSON.", "zh": "请求体不是有效的 JSON。"},
+    "too_deep": {"en": "the body is nested too deeply.", "zh": "请求体的嵌套层级过深。"},
+    "event_id": {
+        "en": "the event id must be a stream id (ms-seq, each part at most 2^64-1).",
+        "zh": "事件编号必须是流编号（毫秒-序号，每部分不超过 2^64-1）。",
+    },
+}
+
 
 class _Blank(dict[str, Any]):
     def __missing__(self, key: str) -> str:
@@ -87,8 +103,12 @@ class _Blank(dict[str, Any]):
 def message(code: str, lang: str, params: Mapping[str, Any] | None = None) -> str:
     """The user-facing text for an error code in `lang` (English when unknown)."""
     entry = MESSAGES.get(code) or MESSAGES["internal_error"]
-    text = entry.get(normalize_lang(lang) or "en", entry["en"])
-    return text.format_map(_Blank(params or {}))
+    chosen = normalize_lang(lang) or "en"
+    values = _Blank(params or {})
+    detail = DETAILS.get(str(values.get("reason", "")))
+    if detail is not None:
+        values["detail"] = detail[chosen].format_map(values)
+    return entry.get(chosen, entry["en"]).format_map(values)
 
 
 def normalize_lang(value: str | None) -> Lang | None:

@@ -44,7 +44,7 @@ class TaskMessage(BaseModel):
     modality: Modality
     mode: Mode
     queue_id: QueueId
-    models: tuple[ModelId, ...]
+    models: tuple[ModelId, ...] = Field(min_length=1)
     # 0 for the message the producer published; n for the n-th ticket reissued after its
     # predecessor was dead-lettered (worker/app.py, failure callback).
     generation: int = Field(0, ge=0)

@@ -63,6 +63,11 @@ class Verifier:
             return
         except (SignatureError, UnicodeDecodeError):
             pass  # diagnose below: clock skew is tolerated, anything else gets its reason
+        except Exception as exc:
+            # The SDK lets some bad tokens escape as other errors (a missing `body` claim is
+            # a KeyError, a non-string one an AttributeError). Whatever it raised, it did
+            # not accept the token: diagnose it like any other rejection.
+            logger.info("qstash Receiver raised %s; diagnosing the token", type(exc).__name__)
         reason = self.diagnose(signature, body, url)
         if reason is None:
             logger.info(
@@ -83,8 +88,9 @@ class Verifier:
                 return reason
             if claims.get("sub") != url:
                 return f"wrong subject: signed for {claims.get('sub')!r}, expected {url!r}"
-            signed = str(claims.get("body", "")).rstrip("=")
-            if not hmac.compare_digest(signed.encode(), _body_hash(body).encode()):
+            # Any JSON value may sit in the claim; a lone surrogate must not break `encode`.
+            signed = str(claims.get("body", "")).rstrip("=").encode("utf-8", "replace")
+            if not hmac.compare_digest(signed, _body_hash(body).encode()):
                 return "body hash mismatch"
             return None
         return "bad signature: neither the current nor the next key matches"

@@ -103,6 +103,17 @@ class Settings(BaseSettings):
     paid_task_cost: int = 1
     trial_balance: int = 0
 
+    # Request body limits, one per endpoint kind (`lib/body_limit.py` maps paths to kinds),
+    # checked on Content-Length and while the body streams, before anything parses it.
+    # tasks: a 4 MiB image is 5.6 MB of base64, plus the texts. A delivery carries the
+    # submitted variables plus an envelope, so keep `worker` above `tasks`; the failure
+    # callback carries the delivery's body in base64 (4/3 of it), so keep `callback` above
+    # 4/3 of `worker`.
+    body_limit_default_bytes: int = 64 * 1024
+    body_limit_tasks_bytes: int = 8 * 1024 * 1024
+    body_limit_worker_bytes: int = 10 * 1024 * 1024
+    body_limit_callback_bytes: int = 16 * 1024 * 1024
+
     # Safety net: a user lock expires even if its task is never finished.
     user_lock_ttl_s: int = 7200
 

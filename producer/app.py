@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from lib.auth import app_secret
+from lib.body_limit import PRODUCER_RULES, body_limit_middleware
 from lib.http_errors import EXCEPTION_HANDLERS
 from lib.publisher import LazyPublisher, Publisher
 from lib.redisport import RedisPort
@@ -76,7 +77,10 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(IdentityMiddleware, app_secret=app_secret(settings))],
+        middleware=[
+            body_limit_middleware(settings, PRODUCER_RULES),
+            Middleware(IdentityMiddleware, app_secret=app_secret(settings)),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -46,7 +46,7 @@ def _after(value: str | None) -> str:
     if value is None or value == "":
         return events.START
     if not events.valid_stream_id(value):
-        raise InvalidRequest(f"not a stream id: {value[:40]}")
+        raise InvalidRequest(f"not a stream id: {value[:40]!r}", reason="event_id")
     return value
 
 

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from lib.auth import Identity
 from lib.errors import InvalidRequest, PublishFailed
 from lib.http_errors import request_lang
+from lib.json_body import read_json
 from lib.llm.variables import has_image, validate_variables
 from lib.messages import TaskMessage
 from lib.publisher import Publisher
@@ -70,10 +71,7 @@ def idem_digest(
 
 
 async def _parse(request: Request) -> SubmitRequest:
-    try:
-        raw = await request.json()
-    except ValueError:
-        raise InvalidRequest("body is not JSON") from None
+    raw = await read_json(request)
     if isinstance(raw, dict) and isinstance(raw.get("lang"), str):
         # Errors from here on answer in the language the body asks for.
         request.state.explicit_lang = raw["lang"]

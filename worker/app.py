@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -16,9 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lib.errors import InvalidSignature, ServiceUnavailable, SlotlineError
+from lib.body_limit import WORKER_RULES, body_limit_middleware
+from lib.errors import InvalidRequest, InvalidSignature, ServiceUnavailable, SlotlineError
 from lib.http_errors import EXCEPTION_HANDLERS, error_body
 from lib.i18n import message
+from lib.json_body import parse_json
 from lib.messages import TaskMessage
 from lib.publisher import LazyPublisher, Publisher
 from lib.qstash_verify import Verifier
@@ -58,12 +59,12 @@ def _failed_source(body: bytes) -> tuple[TaskMessage, str]:
         ValueError: the body is not a failure callback for a task message.
     """
     try:
-        payload = json.loads(body)
+        payload = parse_json(body)
         if not isinstance(payload, dict) or not isinstance(payload.get("sourceBody"), str):
             raise ValueError("no sourceBody")
         source = base64.b64decode(payload["sourceBody"], validate=True)
         return TaskMessage.model_validate_json(source), str(payload.get("sourceMessageId") or "")
-    except (ValueError, binascii.Error, ValidationError) as exc:
+    except (InvalidRequest, ValueError, binascii.Error, ValidationError) as exc:
         raise ValueError(f"not a failure callback: {type(exc).__name__}") from None
 
 
@@ -256,6 +257,8 @@ def create_app(
         ],
         lifespan=worker.lifespan,
         exception_handlers=handlers,
+        # Unsigned calls get 401 before their body is read; bodies are capped (413).
+        middleware=[body_limit_middleware(worker.settings, WORKER_RULES)],
     )
     app.state.worker = worker
     return app

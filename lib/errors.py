@@ -92,6 +92,12 @@ class MissingVariables(InvalidRequest):
     code = "missing_variables"
 
 
+class PriorityNotAllowed(InvalidRequest):
+    """A caller asked for a higher priority than it may set (`max_priority`)."""
+
+    code = "priority_not_allowed"
+
+
 class BadImage(SlotlineError):
     code = "bad_image"
     status = 415

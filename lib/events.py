@@ -9,7 +9,17 @@ from typing import Any, Literal, TypedDict, get_args
 
 from lib.redisport import Arg, RedisPort
 
-EventType = Literal["queued", "started", "token", "restart", "result", "done", "error", "cancelled"]
+EventType = Literal[
+    "queued",
+    "backpressure",
+    "started",
+    "token",
+    "restart",
+    "result",
+    "done",
+    "error",
+    "cancelled",
+]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 # After one of these nothing more is written to the stream.
 TERMINAL: frozenset[str] = frozenset({"done", "error", "cancelled"})
@@ -23,6 +33,14 @@ START = "0-0"
 
 class QueuedData(TypedDict):
     position: int
+
+
+class BackpressureData(TypedDict, total=False):
+    """The task must wait for a slot: written once by admission (the waiting spell)."""
+
+    position: int
+    slots: int
+    expected_wait_s: int  # absent until the queue has run times to estimate from
 
 
 class StartedData(TypedDict):
@@ -59,6 +77,7 @@ class CancelledData(TypedDict):
 
 EventData = (
     QueuedData
+    | BackpressureData
     | StartedData
     | TokenData
     | RestartData

@@ -17,7 +17,16 @@ logger = logging.getLogger(__name__)
 LANG_COOKIE = "lang"
 
 # Params echoed in the body besides the message (clients switch on them).
-_EXPOSED_PARAMS = ("retry_after", "fields", "template", "max_bytes")
+_EXPOSED_PARAMS = (
+    "retry_after",
+    "fields",
+    "template",
+    "max_bytes",
+    "task_id",
+    "events_url",
+    "supported",
+    "max_priority",
+)
 
 
 def request_lang(request: Request) -> Lang:

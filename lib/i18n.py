@@ -41,6 +41,10 @@ MESSAGES: dict[str, dict[Lang, str]] = {
         "en": "Missing or invalid variables: {fields}.",
         "zh": "缺少或无效的变量：{fields}。",
     },
+    "priority_not_allowed": {
+        "en": "You may set a priority of at most {max_priority} for this task.",
+        "zh": "此任务的优先级最高只能设为 {max_priority}。",
+    },
     "bad_image": {
         "en": "The image must be a PNG, JPEG, WebP or GIF data URL.",
         "zh": "图片必须是 PNG、JPEG、WebP 或 GIF 格式的 data URL。",

@@ -45,6 +45,16 @@ def rate(user: str, route: str) -> str:
     return f"rate:{user}:{route}"
 
 
+def rate_address(address: str, route: str) -> str:
+    """Sliding-window rate limit ZSET for one client address and route (trial callers)."""
+    return f"rate:ip:{address}:{route}"
+
+
+def queue_runs(queue_id: str) -> str:
+    """Capped list of recent run times in ms (admission's expected wait)."""
+    return f"queue:{queue_id}:runs"
+
+
 def task(task_id: str) -> str:
     """Hash of a task's live state."""
     return f"task:{task_id}"

@@ -27,6 +27,9 @@ class TaskSpec(BaseModel):
     lang: Lang
     variables: dict[str, Any]
     modality: Modality
+    # The request's idempotency digest: a failed task releases it, so the same request
+    # may be sent again (`idem:{digest}` answers only while queued, running or done).
+    idem: str = ""
 
 
 class TaskMessage(BaseModel):
@@ -45,6 +48,7 @@ class TaskMessage(BaseModel):
     mode: Mode
     queue_id: QueueId
     models: tuple[ModelId, ...] = Field(min_length=1)
+    idem: str = ""
     # 0 for the message the producer published; n for the n-th ticket reissued after its
     # predecessor was dead-lettered (worker/app.py, failure callback).
     generation: int = Field(0, ge=0)
@@ -82,4 +86,5 @@ class TaskMessage(BaseModel):
             lang=self.lang,
             variables=self.variables,
             modality=self.modality,
+            idem=self.idem,
         )

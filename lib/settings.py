@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     rate_window_s: int = 300
     rate_trial_limit: int = 3
     rate_user_limit: int = 15
+    # Trial callers are limited per client address too ("by userKey or IP"): dropping the
+    # cookie does not reset the window. The address comes from the socket, or from
+    # X-Forwarded-For only behind TRUSTED_PROXIES proxies (Vercel, API Gateway: 1).
+    rate_trial_address_limit: int = 3
+    trusted_proxies: int = 0
 
     # Quota: cost units debited per paid task; new signed-in users start at 0.
     paid_task_cost: int = 1
@@ -113,6 +118,11 @@ class Settings(BaseSettings):
     body_limit_tasks_bytes: int = 8 * 1024 * 1024
     body_limit_worker_bytes: int = 10 * 1024 * 1024
     body_limit_callback_bytes: int = 16 * 1024 * 1024
+
+    # Start order is priority, then FIFO. The server's priority per template (0 when not
+    # listed, e.g. {"job_summary": 2}); signed-in callers may ask for less, never more;
+    # trial callers always get 0 (docs/decisions.md, "Priority").
+    template_priority: dict[str, int] = Field(default_factory=dict)
 
     # Safety net: a user lock expires even if its task is never finished.
     user_lock_ttl_s: int = 7200

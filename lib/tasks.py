@@ -45,6 +45,12 @@ class Admission:
     free: Route
     now_ms: int
     variables: dict[str, Any] = field(default_factory=dict)
+    # The caller's address: trial callers are also limited per address, so dropping the
+    # cookie does not reset their window ('' = no address limit).
+    client_address: str = ""
+
+    def address_limited(self) -> bool:
+        return self.user_kind == "trial" and bool(self.client_address)
 
     def spec(self) -> TaskSpec:
         """The task's route-free spec (any delivery of its queue may start it)."""
@@ -56,6 +62,7 @@ class Admission:
             lang=self.lang,  # type: ignore[arg-type]
             variables=self.variables,
             modality=self.paid.modality,
+            idem=self.idem_digest,
         )
 
 
@@ -66,8 +73,9 @@ class Admitted:
     task_id: str
     tier: Tier
     route: Route
-    position: int
+    position: int | None  # None: no longer waiting (an existing task that has started)
     existing: bool
+    expected_wait_s: int | None = None  # set when it must wait for a slot (backpressure)
 
 
 @dataclass(frozen=True)
@@ -249,6 +257,9 @@ class TaskStore:
         s = self.settings
         limit = s.rate_trial_limit if a.user_kind == "trial" else s.rate_user_limit
         score = waiting_score(a.priority, a.now_ms)
+        paid_pools = [keys.model_pool(m, "paid") for m in a.paid.models]
+        free_pools = [keys.model_pool(m, "free") for m in a.free.models]
+        limits = [slot_limit(s, m) for m in (*a.paid.models, *a.free.models)]
         reply = await run_script(
             self.redis,
             load_script("admit"),
@@ -265,6 +276,11 @@ class TaskStore:
                 keys.events(a.user_id, a.service_id, a.task_id),
                 keys.queue_specs(a.paid.queue_id),
                 keys.queue_specs(a.free.queue_id),
+                keys.rate_address(a.client_address, RATE_ROUTE),
+                keys.queue_runs(a.paid.queue_id),
+                keys.queue_runs(a.free.queue_id),
+                *paid_pools,
+                *free_pools,
             ],
             [
                 a.now_ms,
@@ -288,22 +304,28 @@ class TaskStore:
                 *_route_args(a.free),
                 a.idem_digest,
                 a.spec().model_dump_json(),
+                len(paid_pools),
+                s.rate_trial_address_limit if a.address_limited() else 0,
+                *limits,
             ],
         )
         kind = reply[0]
         if kind == "rate_limited":
             raise RateLimited(retry_after=int(reply[1]), limit=limit, window=s.rate_window_s)
         if kind == "locked":
-            raise TaskAlreadyRunning(task_id=str(reply[1]))
+            running = str(reply[1])
+            raise TaskAlreadyRunning(task_id=running, events_url=f"/api/tasks/{running}/events")
         if kind == "queue_full":
             raise QueueFull(retry_after=int(reply[1]), tier=str(reply[2]))
         tier = cast(Tier, reply[2])
+        expected = int(reply[7]) if kind == "admitted" else -1
         return Admitted(
             task_id=str(reply[1]),
             tier=tier,
             route=a.paid if tier == "paid" else a.free,
-            position=int(reply[6]),
+            position=int(reply[6]) or None,
             existing=kind == "existing",
+            expected_wait_s=expected if expected >= 0 else None,
         )
 
     async def abort(self, a: Admission, admitted: Admitted) -> bool:
@@ -325,6 +347,7 @@ class TaskStore:
                 keys.rate(a.user_id, RATE_ROUTE),
                 keys.events(a.user_id, a.service_id, a.task_id),
                 keys.queue_specs(admitted.route.queue_id),
+                keys.rate_address(a.client_address, RATE_ROUTE),
             ],
             [a.task_id],
         )
@@ -506,6 +529,8 @@ class TaskStore:
                 keys.usage_stream(),
                 keys.queue_specs(task.queue_id),
                 keys.task((ticket or task).task_id),
+                keys.idem(task.idem),
+                keys.queue_runs(task.queue_id),
                 *pools,
             ],
             [

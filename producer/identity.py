@@ -101,3 +101,20 @@ def identity(request: Request) -> Identity:
     if not isinstance(ident, Identity):
         raise Unauthorized("no identity resolved")
     return ident
+
+
+def client_address(request: Request, trusted_proxies: int) -> str:
+    """The caller's address: the socket peer, or the `X-Forwarded-For` entry that the
+    outermost of `trusted_proxies` proxies saw (each proxy appends the address it got the
+    request from, so entries further left could be written by the client itself).
+
+    With no trusted proxy the headers are ignored: anyone can send them.
+    """
+    peer = request.client.host if request.client else ""
+    if trusted_proxies <= 0:
+        return peer
+    forwarded = [p.strip() for p in request.headers.get("x-forwarded-for", "").split(",")]
+    forwarded = [p for p in forwarded if p]
+    if len(forwarded) >= trusted_proxies:
+        return forwarded[-trusted_proxies]
+    return request.headers.get("x-real-ip", "").strip() or peer

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from lib.auth import Identity
-from lib.errors import InvalidRequest, PublishFailed
+from lib.errors import InvalidRequest, PriorityNotAllowed, PublishFailed
 from lib.http_errors import request_lang
 from lib.json_body import read_json
 from lib.llm.variables import has_image, validate_variables
@@ -23,7 +23,7 @@ from lib.publisher import Publisher
 from lib.routing import Route, route, slot_limit
 from lib.settings import Settings
 from lib.tasks import PRIORITY_MAX, Admission, Admitted, TaskStore
-from producer.identity import identity
+from producer.identity import client_address, identity
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,23 @@ class SubmitRequest(BaseModel):
     service_id: str = Field(
         DEFAULT_SERVICE, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"
     )
-    priority: int = Field(0, ge=0, le=PRIORITY_MAX)
+    # None: the server's priority for the template (`TEMPLATE_PRIORITY`); a caller may
+    # only lower it (docs/decisions.md, "Priority").
+    priority: int | None = Field(None, ge=0, le=PRIORITY_MAX)
+
+
+def effective_priority(settings: Settings, ident: Identity, req: SubmitRequest) -> int:
+    """The task's priority: the server's for the template, or lower if the caller asks.
+
+    Raises:
+        PriorityNotAllowed: the caller asked for more than it may have.
+    """
+    allowed = 0 if ident.kind == "trial" else settings.template_priority.get(req.template, 0)
+    if req.priority is None:
+        return allowed
+    if req.priority > allowed:
+        raise PriorityNotAllowed(f"priority {req.priority} > {allowed}", max_priority=allowed)
+    return req.priority
 
 
 def idem_digest(
@@ -112,12 +128,13 @@ async def submit(request: Request) -> JSONResponse:
         service_id=req.service_id,
         template=req.template,
         lang=lang,
-        priority=req.priority,
+        priority=effective_priority(settings, ident, req),
         idem_digest=idem_digest(ident, req, variables, lang, paid, free),
         paid=paid,
         free=free,
         now_ms=int(time.time() * 1000),
         variables=variables,
+        client_address=client_address(request, settings.trusted_proxies),
     )
     admitted = await store.admit(admission)
     if not admitted.existing:
@@ -130,6 +147,7 @@ async def submit(request: Request) -> JSONResponse:
         "model_id": admitted.route.model_id,
         "mode": admitted.route.mode,
         "position": admitted.position,
+        "expected_wait_s": admitted.expected_wait_s,
         "existing": admitted.existing,
         **urls,
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +56,20 @@ def test_error_response_carries_retry_after() -> None:
 
 
 def test_error_response_hides_internal_params() -> None:
-    """Only client-facing params reach the body (no task ids of other tasks)."""
-    resp = error_response(TaskAlreadyRunning(task_id="secret-other-task"), "en")
-    assert b"secret-other-task" not in resp.body
+    """Only client-facing params reach the body: the queue-full tier and details stay inside."""
+    resp = error_response(QueueFull("redis said x", retry_after=3, tier="secret-tier"), "en")
+    assert b"secret-tier" not in resp.body and b"redis said" not in resp.body
+
+
+def test_already_running_names_the_callers_task_to_attach_to() -> None:
+    """409 task_already_running carries the caller's running task and its events URL."""
+    resp = error_response(TaskAlreadyRunning(task_id="t1", events_url="/api/tasks/t1/events"), "en")
+    body = json.loads(bytes(resp.body))
+    assert (resp.status_code, body["task_id"], body["events_url"]) == (
+        409,
+        "t1",
+        "/api/tasks/t1/events",
+    )
 
 
 @pytest.fixture

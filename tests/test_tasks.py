@@ -66,7 +66,7 @@ async def leftovers(redis: RedisPort) -> list[str]:
     """Counters, locks, waiting entries and leases still held (records and history excluded)."""
     found = await redis.execute("KEYS", "*")
     kept = ("task:", "cs:events:", "usage:", "rate:", "idem:", "quota:")
-    held = [k for k in found if not k.startswith(kept) and not k.endswith(":waits")]
+    held = [k for k in found if not k.startswith(kept) and not k.endswith((":waits", ":runs"))]
     return sorted(held)
 
 
@@ -237,3 +237,22 @@ def test_waiting_score_orders_priority_then_fifo() -> None:
     assert waiting_score(5, NOW + 10) < waiting_score(0, NOW)
     assert waiting_score(0, NOW) < waiting_score(0, NOW + 1)
     assert waiting_score(99, NOW) == waiting_score(9, NOW)
+
+
+async def test_a_task_that_must_wait_gets_one_backpressure_event(redis: RedisPort) -> None:
+    """Admission tells a task it will wait (position, slots, expected wait) once, up front."""
+    store = TaskStore(redis, settings(glm_flash_max_workers=1))
+    first = admission(user="a")
+    g1 = await store.admit(first)
+    assert g1.expected_wait_s is None  # a free slot: it starts at once, no event
+    r1 = await run(store, first, g1)
+    await store.finish(message(first, g1), r1, Outcome("done"), NOW + 4_000)  # ran 4 s
+    second, third = admission(user="b", now=NOW + 5_000), admission(user="c", now=NOW + 5_001)
+    g2 = await store.admit(second)
+    await run(store, second, g2, NOW + 5_002)  # holds the only slot
+    g3 = await store.admit(third)
+    assert (g3.position, g3.expected_wait_s) == (1, 4)
+    entries = await redis.execute("XRANGE", keys.events("c", "svc", third.task_id), "-", "+")
+    assert [pairs_to_dict(e[1])["type"] for e in entries] == ["queued", "backpressure"]
+    data = json.loads(pairs_to_dict(entries[1][1])["data"])
+    assert data == {"position": 1, "slots": 1, "expected_wait_s": 4}

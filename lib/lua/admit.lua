@@ -14,6 +14,10 @@
 -- KEYS[10] event stream                cs:events:{user}:{service}:{task_id}
 -- KEYS[11] paid queue specs hash       queue:{paid_queue}:specs
 -- KEYS[12] free queue specs hash       queue:{free_queue}:specs
+-- KEYS[13] client-address rate window  rate:ip:{address}:tasks (trial callers; unused otherwise)
+-- KEYS[14] paid queue run times        queue:{paid_queue}:runs
+-- KEYS[15] free queue run times        queue:{free_queue}:runs
+-- KEYS[16..] slot pools: the paid route's (ARGV[28] of them), then the free route's
 --
 -- ARGV[1]  now (ms)           ARGV[2]  rate limit        ARGV[3]  rate window (ms)
 -- ARGV[4]  task id            ARGV[5]  idempotency ttl (ms)
@@ -26,18 +30,23 @@
 -- ARGV[22] free queue  ARGV[23] free models (csv)  ARGV[24] free mode  ARGV[25] free modality
 -- ARGV[26] idempotency digest (kept on the task so cancel can clear it)
 -- ARGV[27] the task's spec (JSON): any delivery of its queue may start it (start.lua)
+-- ARGV[28] number of paid pools   ARGV[29] limit of the client-address window (0 = none)
+-- ARGV[30..] slot limit of each pool, same order as KEYS[16..]
 --
 -- Returns one of:
 --   {"rate_limited", retry_after_s}
---   {"existing", task_id, tier, queue, models, mode, position}
+--   {"existing", task_id, tier, queue, models, mode, position (0 = not waiting)}
 --   {"locked", running_task_id}
 --   {"queue_full", retry_after_s, tier}
---   {"admitted", task_id, tier, queue, models, mode, position}
+--   {"admitted", task_id, tier, queue, models, mode, position, expected wait s (-1 = none)}
+-- An admitted task that cannot start at once (more tasks ahead than free slots) gets a
+-- `backpressure` event after `queued`: its position and the expected wait.
 
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local task_id = ARGV[4]
+local ip_limit = tonumber(ARGV[29])
 
 local function position(waiting, id)
   local rank = redis.call('ZRANK', waiting, id)
@@ -45,16 +54,23 @@ local function position(waiting, id)
   return 0
 end
 
--- 1. rate limit: sliding window of admitted tasks
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  local retry = math.ceil((tonumber(oldest[2]) + window - now) / 1000)
-  if retry < 1 then retry = 1 end
-  return {'rate_limited', retry}
+local function retry_of(key)
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return math.max(1, math.ceil((tonumber(oldest[2]) + window - now) / 1000))
 end
 
--- 2. idempotency: the same request returns the task it created
+-- 1. rate limit: sliding windows of admitted tasks (the caller's, and its address's)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= limit then return {'rate_limited', retry_of(KEYS[1])} end
+if ip_limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[13], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[13]) >= ip_limit then
+    return {'rate_limited', retry_of(KEYS[13])}
+  end
+end
+
+-- 2. idempotency: the same request returns the task it created (queued, running or done;
+--    a failed or cancelled task released the key, so the request makes a new one)
 local existing = redis.call('GET', KEYS[2])
 if existing then
   local t = cjson.decode(existing)
@@ -72,13 +88,16 @@ end
 -- 4. quota decides the tier
 local cost = tonumber(ARGV[6])
 local balance = tonumber(redis.call('GET', KEYS[4]) or '0')
-local tier, pending, waiting, specs, q, models, mode, modality
+local npaid = tonumber(ARGV[28])
+local tier, pending, waiting, specs, runs, q, models, mode, modality, first, last
 if cost > 0 and balance >= cost then
-  tier, pending, waiting, specs = 'paid', KEYS[5], KEYS[6], KEYS[11]
+  tier, pending, waiting, specs, runs = 'paid', KEYS[5], KEYS[6], KEYS[11], KEYS[14]
   q, models, mode, modality = ARGV[18], ARGV[19], ARGV[20], ARGV[21]
+  first, last = 1, npaid
 else
-  tier, pending, waiting, specs = 'free', KEYS[7], KEYS[8], KEYS[12]
+  tier, pending, waiting, specs, runs = 'free', KEYS[7], KEYS[8], KEYS[12], KEYS[15]
   q, models, mode, modality = ARGV[22], ARGV[23], ARGV[24], ARGV[25]
+  first, last = npaid + 1, #KEYS - 15
   cost = 0
 end
 
@@ -104,7 +123,33 @@ redis.call('SET', KEYS[2], cjson.encode({id = task_id, tier = tier, queue = q, m
   'PX', tonumber(ARGV[5]))
 redis.call('ZADD', KEYS[1], now, task_id)
 redis.call('PEXPIRE', KEYS[1], window)
+if ip_limit > 0 then
+  redis.call('ZADD', KEYS[13], now, task_id)
+  redis.call('PEXPIRE', KEYS[13], window)
+end
 local pos = position(waiting, task_id)
 redis.call('XADD', KEYS[10], '*', 'type', 'queued', 'data', cjson.encode({position = pos}))
+
+-- 7. will it wait? free slots of its pools now, against the tasks ahead of it
+local free, slots = 0, 0
+for i = first, last do
+  local lim = tonumber(ARGV[29 + i])
+  slots = slots + lim
+  free = free + math.max(0, lim - redis.call('ZCOUNT', KEYS[15 + i], now + 1, '+inf'))
+end
+local expected = -1
+if pos > free then
+  local recent = redis.call('LRANGE', runs, 0, 19)
+  if #recent > 0 then
+    local sorted = {}
+    for i, v in ipairs(recent) do sorted[i] = tonumber(v) end
+    table.sort(sorted)
+    local median = sorted[math.floor((#sorted + 1) / 2)]
+    expected = math.ceil(math.ceil((pos - free) / math.max(1, slots)) * median / 1000)
+  end
+  local data = {position = pos, slots = slots}
+  if expected >= 0 then data.expected_wait_s = expected end
+  redis.call('XADD', KEYS[10], '*', 'type', 'backpressure', 'data', cjson.encode(data))
+end
 redis.call('EXPIRE', KEYS[10], tonumber(ARGV[11]))
-return {'admitted', task_id, tier, q, models, mode, pos}
+return {'admitted', task_id, tier, q, models, mode, pos, expected}

@@ -6,7 +6,9 @@
 -- KEYS[3] queue pending counter   KEYS[4] queue waiting ZSET   KEYS[5] per-user lock
 -- KEYS[6] quota   KEYS[7] event stream   KEYS[8] usage stream   KEYS[9] queue specs hash
 -- KEYS[10] the delivering message's own task hash (its `ran:{message}` mark is cleared)
--- KEYS[11..] the queue's slot pools (a dead attempt's lease is released from its pool)
+-- KEYS[11] the task's idempotency key (released on failure: the request may be sent again)
+-- KEYS[12] the queue's recent run times (ms, capped list: admission's expected wait)
+-- KEYS[13..] the queue's slot pools (a dead attempt's lease is released from its pool)
 --
 -- ARGV[1] lease member ('' = no lease: failure callback / never started)
 -- ARGV[2] status: "done" | "failed" | "lost" (the attempt lost its lease: record its usage,
@@ -15,7 +17,7 @@
 -- ARGV[8] done-event JSON (usage, cost, latency; '' = none)
 -- ARGV[9] usage rows JSON array ('' = none)   ARGV[10] events ttl (s)   ARGV[11] task ttl (s)
 -- ARGV[12] the delivering message id ('' = none)
--- then 2 values per pool, same order as KEYS[11..]: provider, output price per million tokens
+-- then 2 values per pool, same order as KEYS[13..]: provider, output price per million tokens
 --
 -- Returns 1 when this call finished the task, 0 when it was already terminal or missing,
 -- -1 when a newer attempt owns the task (only this attempt's lease is released),
@@ -29,7 +31,7 @@ local lease_id = ARGV[1]
 local status = ARGV[2]
 local now = tonumber(ARGV[3])
 local task_id = ARGV[4]
-local t = redis.call('HMGET', KEYS[1], 'status', 'lease', 'cost', 'pool_index')
+local t = redis.call('HMGET', KEYS[1], 'status', 'lease', 'cost', 'pool_index', 'attempt_ms')
 
 if ARGV[9] ~= '' then
   redis.call('XADD', KEYS[8], '*', 'rows', ARGV[9])
@@ -48,10 +50,10 @@ if status == 'lost' then return 2 end
 if lease_id == '' and t[2] then
   -- Failed without a process (failure callback): release the dead attempt's lease, log it.
   local held = tonumber(t[4] or '0')
-  if held > 0 and KEYS[10 + held] then
-    local expiry = redis.call('ZSCORE', KEYS[10 + held], t[2])
+  if held > 0 and KEYS[12 + held] then
+    local expiry = redis.call('ZSCORE', KEYS[12 + held], t[2])
     if expiry and tonumber(expiry) > now then return 3 end
-    redis.call('ZREM', KEYS[10 + held], t[2])
+    redis.call('ZREM', KEYS[12 + held], t[2])
     close_attempt(KEYS[1], KEYS[7], KEYS[8], now, ARGV[12 + (held - 1) * 2 + 1],
       tonumber(ARGV[12 + (held - 1) * 2 + 2]))
   end
@@ -66,6 +68,10 @@ if status ~= 'done' and cost > 0 then
   redis.call('INCRBY', KEYS[6], cost)
   refunded = cost
 end
+if status ~= 'done' then
+  local idem = redis.call('GET', KEYS[11])
+  if idem and cjson.decode(idem).id == task_id then redis.call('DEL', KEYS[11]) end
+end
 
 redis.call('HSET', KEYS[1], 'status', status, 'finished_ms', now, 'refunded', refunded)
 redis.call('HDEL', KEYS[1], 'lease')
@@ -74,6 +80,10 @@ if ARGV[5] ~= '' then
   redis.call('XADD', KEYS[7], '*', 'type', 'result', 'data', ARGV[5])
 end
 if status == 'done' then
+  if lease_id ~= '' and t[5] then
+    redis.call('LPUSH', KEYS[12], now - tonumber(t[5]))
+    redis.call('LTRIM', KEYS[12], 0, 99)
+  end
   if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'usage', ARGV[8]) end
   redis.call('XADD', KEYS[7], '*', 'type', 'done', 'data', ARGV[8] ~= '' and ARGV[8] or '{}')
 else

@@ -94,6 +94,7 @@ class Api:
         response = await self.http.post("/api/tasks", json=payload, headers=self._auth(token))
         assert response.status_code == 202, (user, response.status_code, response.text)
         accepted = response.json()
+        assert not accepted["existing"], (user, "an idempotent hit, not a new task")
         return Task(accepted["task_id"], user, token, accepted)
 
     async def submit_many(self, users: Sequence[str], **extra: Any) -> list[Task]:

@@ -180,6 +180,7 @@ async def main_async(args: argparse.Namespace) -> int:
         split=True,
         access_log=True,
         postgres=False,
+        preload_llm=True,
     )
     print(
         f"contention: {args.tasks} tasks, {args.users} users, {args.slots} slots, "

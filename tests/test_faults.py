@@ -267,7 +267,7 @@ def test_app_crash_logs_every_attempt(app_crash: Finished) -> None:
     for task in app_crash.tasks:
         rows = by_user.get(task.user, [])
         attempts = int(task.status.get("attempts") or 0)
-        lost = [r for r in rows if not r["success"] and "lost" in (r["error_message"] or "")]
+        lost = [r for r in rows if not r["success"] and "lost" in str(r["error_message"]).lower()]
         ok = [r for r in rows if r["success"]]
         detail = (task.task_id, attempts, json.dumps(rows, default=str))
         assert len(rows) == attempts, detail
@@ -289,15 +289,16 @@ def redis_outage(
     """10 tasks streaming on 10 slots when the app's Valkey goes away for 3 s.
 
     With the default lease (30 s): QStash's first redelivery (12 s later) comes while the
-    lost attempt's lease still runs, as it does in production.
+    lost attempt's lease still runs, as it does in production. A core that waits for the
+    lease to end finishes ~35 s after the outage, hence the longer budget.
     """
-    budget = Budget()
+    budget = Budget(56.0)
     stack = make_stack(
         StackConfig(
             app_env={"GLM_FLASH_MAX_WORKERS": "10"},
             time_scale=1.0,
             model_ttft_ms=TTFT_MS,
-            model_tokens_per_s=tokens_per_s(3.0),
+            model_tokens_per_s=tokens_per_s(2.0),
         )
     )
 

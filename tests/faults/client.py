@@ -206,7 +206,7 @@ def types(events: Sequence[dict[str, Any]]) -> Counter[str]:
 
 
 async def leftovers(redis_url: str) -> dict[str, Any]:
-    """What a quiet system must not hold: live leases, pending counts, user locks.
+    """What a quiet system must not hold: live slot leases, pending counts, user locks.
 
     Returns:
         `{"leases": {pool: n}, "pending": {key: value}, "user_locks": [key, ...]}`,
@@ -217,8 +217,10 @@ async def leftovers(redis_url: str) -> dict[str, Any]:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     try:
         leases: dict[str, int] = {}
+        now_ms = int(time.time() * 1000)
         async for key in client.scan_iter(match=keys.model_pool("*", "*")):
-            count = int(await client.zcard(key))
+            # Live leases only: an expired one holds no slot (every start purges them first).
+            count = int(await client.zcount(key, f"({now_ms}", "+inf"))
             if count:
                 leases[key] = count
         pending: dict[str, str] = {}

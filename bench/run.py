@@ -1,4 +1,4 @@
-"""`make bench`: the pipeline benchmark, then the LLM-layer benchmark when it is present.
+"""`make bench`: the pipeline benchmark, the contention benchmark, then the LLM-layer one.
 
 Each runs in its own interpreter (cold imports stay cold, servers stay apart) with a time
 limit. Figures are printed; a missed target does not fail the run unless `--strict`.
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     pipeline_args = [*(["--quick"] if args.quick else []), *(["--strict"] if args.strict else [])]
     codes = [run(HERE / "pipeline.py", pipeline_args)]
+    codes.append(run(HERE / "contention.py", ["--quick"] if args.quick else []))
     llm_layer = HERE / "llm_layer.py"
     if llm_layer.exists():
         codes.append(run(llm_layer, ["--quick"] if args.quick else []))

@@ -17,6 +17,7 @@ from qstash.message import PublishResponse
 from lib.local.qstash import LocalQStashHandle, start_local_qstash
 from lib.qstash_verify import Verifier
 from lib.redis_tcp import TcpRedis
+from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY
 from tests.qstash_helpers import Behaviour, Received, Receiver, wait_for
 
 FAST = 0.001
@@ -437,6 +438,41 @@ async def test_restart_keeps_pending_delayed_message(
         start_server(time_scale=0.01)
         await wait_for(lambda: len(receiver.at("/later")) == 1)
         assert receiver.at("/later")[0].verdict == "ok"
+    finally:
+        receiver.stop()
+
+
+async def test_restart_redelivers_what_a_killed_server_left_in_flight(
+    start_server: StartServer, tcp_redis: TcpRedis
+) -> None:
+    """Attempts a killed server had in flight (holding flow control) go out again at once."""
+    from lib.local.qstash.message import Message, PublishRequest, new_message_id
+    from lib.local.qstash.store import QStashStore
+
+    store = QStashStore(tcp_redis)
+    receiver = Receiver(Verifier(DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY)).start()
+    try:
+        now = int(time.time() * 1000)
+        pooled = [
+            Message(
+                id=new_message_id(),
+                url=receiver.url(f"/left/{i}"),
+                body=b"{}",
+                fc_key="pool",
+                fc_parallelism=1,
+            )
+            for i in range(2)
+        ]
+        for msg in pooled:
+            await store.publish(PublishRequest(msg, now, None))
+        # What a server killed mid-delivery leaves: an attempt in flight under a long lease,
+        # holding the key's only slot (the second message waits behind it).
+        assert (await store.claim(pooled[0], now_ms=now, lease_ms=330_000)).status == "claimed"
+        assert (await store.claim(pooled[1], now_ms=now, lease_ms=330_000)).status == "waiting"
+        start_server(time_scale=0.01)
+        await wait_for(lambda: len(receiver.received) == 2)
+        assert sorted(r.path for r in receiver.received) == ["/left/0", "/left/1"]
+        assert all(r.verdict == "ok" for r in receiver.received)
     finally:
         receiver.stop()
 

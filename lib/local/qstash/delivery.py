@@ -96,9 +96,27 @@ class Deliverer:
         self._spawn(self._claim_and_deliver(msg), f"lqs-offer-{msg.id}")
 
     async def start(self) -> None:
-        """Start the loop in the running event loop."""
+        """Hand back what a dead predecessor left in flight, then start the loop."""
         self._http = Http11Client(max_body=MAX_RESPONSE_BODY)
+        await self._hand_back_orphans()
         self._loop_task = asyncio.create_task(self._run(), name="lqs-delivery")
+
+    async def _hand_back_orphans(self) -> None:
+        """Make every message in flight due now: a server that starts has no attempt under way.
+
+        A server killed mid-delivery leaves its attempts in flight under a lease of the
+        delivery timeout plus a margin (minutes), holding their flow-control slots all that
+        time; its connections died with it, so their replies will never come. One server per
+        Redis is the local setup; were two sharing one, the other's attempts in flight would
+        be delivered again, which at-least-once delivery allows.
+        """
+        now = now_ms()
+        for message_id in await self.store.inflight_ids():
+            msg = await self.store.get(message_id) or Message(id=message_id, url="")
+            if await self.store.settle(msg, "release", now_ms=now, due_ms=now) == 1:
+                logger.warning(
+                    "message %s: left in flight by a stopped server, redelivering", msg.id
+                )
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop claiming; let attempts under way finish for `grace_s`, then release the rest."""

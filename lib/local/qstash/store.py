@@ -157,6 +157,10 @@ class QStashStore:
         )
         return [str(i) for i in ids]
 
+    async def inflight_ids(self) -> list[str]:
+        """Every message with a delivery attempt under way (or left by a server that died)."""
+        return [str(i) for i in await self.redis.execute("ZRANGE", self.keys.inflight, 0, -1)]
+
     async def claim(self, msg: Message, *, now_ms: int, lease_ms: int) -> Claim:
         """Move a due message in flight, unless its flow-control key holds it back."""
         keys = [self.keys.due, self.keys.inflight, self.keys.message(msg.id)]

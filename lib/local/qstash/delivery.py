@@ -290,9 +290,17 @@ class Deliverer:
             )
 
     def _retry_delay_s(self, msg: Message, attempt: Attempt) -> float:
-        """Scaled delay before the next attempt: the response's ask, the expression, or backoff."""
-        delay = retry_after_s(attempt.headers, time.time())
-        if delay is None and msg.retry_delay:
+        """Delay before the next attempt: the response's ask, or the scaled expression/backoff.
+
+        A `Retry-After` (or reset header) is the destination's own ask in real seconds
+        (e.g. what a slot lease has left), so it is honoured as is; only QStash's own
+        schedule is scaled by `time_scale`.
+        """
+        asked = retry_after_s(attempt.headers, time.time())
+        if asked is not None:
+            return asked
+        delay = None
+        if msg.retry_delay:
             try:
                 delay = eval_retry_delay_ms(msg.retry_delay, msg.retried) / 1000
             except WireError:

@@ -147,3 +147,28 @@ async def test_a_delivery_survives_an_outage_mid_stream_and_at_finish(redis: Red
     text = "".join(e["data"][9:-2] for e in events if e["type"] == "token")
     assert text == "".join(f"t{i} " for i in range(20))
     assert await held(redis) == {"pending": None, "lock": None, "leases": 0}
+
+
+async def test_deltas_that_arrive_during_a_write_are_not_lost(redis: RedisPort) -> None:
+    """Deltas added while a batch is being written land in the next batch, in order."""
+
+    class Slow(Outage):
+        async def execute(self, *args: Arg) -> Any:
+            await asyncio.sleep(0.02)  # each XADD takes a while: adds race it
+            return await super().execute(*args)
+
+    port = Slow(redis)
+    key = keys.events("u", "s", "t3")
+    parts = [f"{i}," for i in range(60)]
+    async with TokenBatcher(port, key, flush_ms=5, max_chars=10_000) as batcher:
+
+        async def add_all() -> None:
+            for part in parts:
+                await batcher.add(part)
+                await asyncio.sleep(0.002)
+
+        await asyncio.gather(add_all(), add_all())
+    entries = await redis.execute("XRANGE", key, "-", "+")
+    text = "".join(pairs_to_dict(e[1])["data"][9:-2] for e in entries)
+    assert sorted(text.split(",")[:-1], key=int) == sorted([p[:-1] for p in parts] * 2, key=int)
+    assert pairs_to_dict(entries[-1][1])["n"] == str(2 * len(parts))

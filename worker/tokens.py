@@ -95,14 +95,26 @@ class TokenBatcher:
             self._last = time.monotonic()
             if not self._parts:
                 return
-            text = "".join(self._parts)
-            deltas = self.deltas + self._pending_deltas
-            await events.append(
-                self._redis, self._key, "token", {"text": text}, ttl_s=None, fields={"n": deltas}
-            )
-            self._parts.clear()
-            self._size = 0
-            self._pending_deltas = 0
+            # Take the batch out before awaiting: deltas keep arriving during the write.
+            parts, count = self._parts, self._pending_deltas
+            self._parts, self._size, self._pending_deltas = [], 0, 0
+            text = "".join(parts)
+            deltas = self.deltas + count
+            try:
+                await events.append(
+                    self._redis,
+                    self._key,
+                    "token",
+                    {"text": text},
+                    ttl_s=None,
+                    fields={"n": deltas},
+                )
+            except BaseException:
+                # Not written: put the batch back in front of what arrived meanwhile.
+                self._parts = [text, *self._parts]
+                self._size += len(text)
+                self._pending_deltas += count
+                raise
             self.deltas = deltas
             self.writes += 1
             self.chars += len(text)

@@ -11,7 +11,7 @@ from lib import keys
 from lib.errors import RedisUnavailable
 from lib.redisport import Arg, RedisPort, StreamEntry, pairs_to_dict
 from worker.blips import through_blips
-from worker.tokens import TokenBatcher
+from worker.tokens import Attempt, Fenced, TokenBatcher
 
 
 class Outage:
@@ -50,11 +50,18 @@ class Outage:
         await self.inner.aclose()
 
 
+async def owning(redis: RedisPort, name: str, lease: str = "L1") -> Attempt:
+    """An attempt that owns task `name` (its lease is on the task hash)."""
+    await redis.execute("HSET", keys.task(name), "lease", lease)
+    return Attempt(keys.task(name), keys.events("u", "s", name), lease)
+
+
 async def test_token_batches_wait_out_an_outage_without_losing_text(redis: RedisPort) -> None:
     """Deltas written while Redis is down are kept and land, in order, once it is back."""
     port = Outage(redis)
-    key = keys.events("u", "s", "t")
-    async with TokenBatcher(port, key, flush_ms=20, max_chars=10_000) as batcher:
+    attempt = await owning(redis, "t")
+    key = attempt.stream_key
+    async with TokenBatcher(port, attempt, flush_ms=20, max_chars=10_000) as batcher:
         await batcher.add("a")
         port.down = True
         for part in "bcdef":
@@ -72,13 +79,14 @@ async def test_token_batches_wait_out_an_outage_without_losing_text(redis: Redis
 async def test_the_last_batch_waits_for_redis_to_come_back(redis: RedisPort) -> None:
     """Closing the batcher during an outage retries the last write instead of failing."""
     port = Outage(redis)
-    key = keys.events("u", "s", "t2")
+    attempt = await owning(redis, "t2")
+    key = attempt.stream_key
 
     async def recover() -> None:
         await asyncio.sleep(0.3)
         port.down = False
 
-    async with TokenBatcher(port, key, flush_ms=1000, max_chars=10_000) as batcher:
+    async with TokenBatcher(port, attempt, flush_ms=1000, max_chars=10_000) as batcher:
         await batcher.add("first")
         await batcher.add("last")
         port.down = True
@@ -153,14 +161,19 @@ async def test_deltas_that_arrive_during_a_write_are_not_lost(redis: RedisPort) 
     """Deltas added while a batch is being written land in the next batch, in order."""
 
     class Slow(Outage):
+        async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+            await asyncio.sleep(0.02)  # each write takes a while: adds race it
+            return await super().evalsha(sha, keys, args)
+
         async def execute(self, *args: Arg) -> Any:
-            await asyncio.sleep(0.02)  # each XADD takes a while: adds race it
+            await asyncio.sleep(0.02)
             return await super().execute(*args)
 
     port = Slow(redis)
-    key = keys.events("u", "s", "t3")
+    attempt = await owning(redis, "t3")
+    key = attempt.stream_key
     parts = [f"{i}," for i in range(60)]
-    async with TokenBatcher(port, key, flush_ms=5, max_chars=10_000) as batcher:
+    async with TokenBatcher(port, attempt, flush_ms=5, max_chars=10_000) as batcher:
 
         async def add_all() -> None:
             for part in parts:
@@ -172,3 +185,59 @@ async def test_deltas_that_arrive_during_a_write_are_not_lost(redis: RedisPort) 
     text = "".join(pairs_to_dict(e[1])["data"][9:-2] for e in entries)
     assert sorted(text.split(",")[:-1], key=int) == sorted([p[:-1] for p in parts] * 2, key=int)
     assert pairs_to_dict(entries[-1][1])["n"] == str(2 * len(parts))
+
+
+class ReplyLost(Outage):
+    """Writes go through, but while `down` their reply is lost (a timeout after sending)."""
+
+    async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        reply = await self.inner.evalsha(sha, keys, args)
+        self._check()
+        return reply
+
+    async def execute(self, *args: Arg) -> Any:
+        reply = await self.inner.execute(*args)
+        self._check()
+        return reply
+
+
+async def test_a_write_whose_reply_was_lost_is_not_written_twice(redis: RedisPort) -> None:
+    """The batch is sent again after a lost reply; the stream holds it once, in order."""
+    port = ReplyLost(redis)
+    attempt = await owning(redis, "t4")
+    async with TokenBatcher(port, attempt, flush_ms=10, max_chars=10_000) as batcher:
+        await batcher.add("a")
+        port.down = True
+        await batcher.add("b")  # written, but the batcher hears it failed
+        await asyncio.sleep(0.02)
+        await batcher.flush()
+        port.down = False
+        await batcher.add("c")
+    entries = await redis.execute("XRANGE", attempt.stream_key, "-", "+")
+    assert port.refused >= 1
+    assert [pairs_to_dict(e[1])["data"] for e in entries] == [
+        '{"text":"a"}',
+        '{"text":"b"}',
+        '{"text":"c"}',
+    ]
+
+
+async def test_a_zombie_attempt_writes_nothing_after_a_takeover(redis: RedisPort) -> None:
+    """Once another attempt owns the task, the old one's writes are fenced off and it stops."""
+    attempt = await owning(redis, "t5", lease="old")
+    async with TokenBatcher(redis, attempt, flush_ms=10, max_chars=10_000) as batcher:
+        await batcher.add("mine")
+        await redis.execute("HSET", attempt.task_key, "lease", "new")  # taken over
+        try:
+            await batcher.add("late")
+            await asyncio.sleep(0.02)
+            await batcher.add("later")
+        except Fenced:
+            pass
+        else:
+            raise AssertionError("the zombie was not fenced")
+    texts = [
+        pairs_to_dict(e[1])["data"]
+        for e in await redis.execute("XRANGE", attempt.stream_key, "-", "+")
+    ]
+    assert texts == ['{"text":"mine"}']

@@ -19,7 +19,7 @@ from lib.routing import ModelId
 from lib.settings import Settings
 from lib.tasks import Finished, Outcome, Run, Skip, TaskStore, Wait
 from worker.blips import through_blips
-from worker.tokens import TokenBatcher
+from worker.tokens import Attempt, Fenced, TokenBatcher
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ async def _run(
     try:
         async with TokenBatcher(
             store.redis,
-            events_key,
+            Attempt(keys.task(msg.task_id), events_key, run.lease_id),
             flush_ms=settings.token_flush_ms,
             max_chars=settings.token_flush_max,
             blip_budget_s=settings.lease_ms / 1000,
@@ -203,6 +203,10 @@ async def _run(
             async with renewed(store, run, work):
                 output = await asyncio.wait_for(work, settings.worker_time_limit_s)
         outcome = Outcome("done", result=output.result, done=_done_data(rows, output, started))
+    except Fenced:
+        # Another delivery took the task over (or it ended): finish says which.
+        outcome = Outcome("lost")
+        logger.warning("task %s: attempt %s was fenced off", msg.task_id, run.attempt)
     except RedisUnavailable as exc:
         # Not the task's fault: the redelivery restarts it once Redis is back.
         outcome = Outcome("lost")

@@ -156,6 +156,7 @@ end
 local model = pool_arg(chosen, 2)
 redis.call('HSET', KEYS[2], 'status', 'running', 'lease', member, 'pool_index', chosen,
   'attempts', attempt, 'run_msg', msg_id, 'attempt_ms', now, 'model', model, 'open', attempt)
+redis.call('HDEL', KEYS[2], 'tok_n') -- the new attempt's token batches count from zero
 redis.call('HSET', KEYS[1], ran_field, cand)
 redis.call('ZREM', KEYS[3], cand)
 if not takeover then

@@ -134,6 +134,9 @@ class Settings(BaseSettings):
 
     # Local stack.
     state_dir: Path = Path(".slotline")
+    # Local QStash server: a delivery attempt's lease, renewed while it runs; the leases
+    # of a server killed mid-delivery run out within it and their messages go out again.
+    qstash_local_lease_s: float = 15.0
 
     def redis_mode(self) -> RedisMode:
         """Which Redis adapter the settings select."""

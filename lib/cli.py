@@ -194,35 +194,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slotline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO on stderr")
     parser.add_argument("--state-dir", type=Path, help="local stack state folder (.slotline)")
+    # The same options after the subcommand (`slotline dev --state-dir X`); SUPPRESS keeps a
+    # subcommand that does not repeat them from resetting what came before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at INFO"
+    )
+    common.add_argument(
+        "--state-dir", type=Path, default=argparse.SUPPRESS, help="local stack state folder"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="run the whole stack locally on loopback")
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    dev = add("dev", help="run the whole stack locally on loopback")
     dev.add_argument("--port", type=int, default=DEFAULT_DEV_PORT, help="the app's port")
     dev.add_argument("--redis", choices=["tcp", "rest"], default="tcp", help="Redis adapter")
     dev.set_defaults(func=cmd_dev)
 
-    doctor = sub.add_parser("doctor", help="show modes and missing settings")
+    doctor = add("doctor", help="show modes and missing settings")
     doctor.set_defaults(func=cmd_doctor)
 
-    token = sub.add_parser("token", help="print a bearer token for USER")
+    token = add("token", help="print a bearer token for USER")
     token.add_argument("user")
     token.add_argument("--ttl", type=int, default=DEFAULT_TOKEN_TTL_S, help="seconds")
     token.set_defaults(func=cmd_token)
 
-    quota = sub.add_parser("quota", help="user balances")
+    quota = add("quota", help="user balances")
     quota_sub = quota.add_subparsers(dest="quota_command", required=True)
-    grant = quota_sub.add_parser("grant", help="add AMOUNT to USER's balance")
+    grant = quota_sub.add_parser("grant", parents=[common], help="add AMOUNT to USER's balance")
     grant.add_argument("user")
     grant.add_argument("amount", type=int)
     grant.set_defaults(func=cmd_quota)
-    balance = quota_sub.add_parser("balance", help="print USER's balance")
+    balance = quota_sub.add_parser("balance", parents=[common], help="print USER's balance")
     balance.add_argument("user")
     balance.set_defaults(func=cmd_quota)
 
-    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate = add("migrate", help="apply database migrations")
     migrate.set_defaults(func=cmd_migrate)
 
-    usage = sub.add_parser("usage", help="operator summary of LLM calls per model")
+    usage = add("usage", help="operator summary of LLM calls per model")
     usage.add_argument("--days", type=int, default=7, help="period in days")
     usage.set_defaults(func=cmd_usage)
     return parser

@@ -27,6 +27,8 @@ def create_redis(settings: Settings) -> RedisPort:
             settings.redis_url,
             max_connections=settings.redis_max_connections,
             pool_timeout_s=settings.redis_pool_timeout_s,
+            socket_timeout_s=settings.redis_socket_timeout_s,
+            connect_timeout_s=settings.redis_connect_timeout_s,
         )
     if settings.upstash_redis_rest_url:
         token = secret(settings.upstash_redis_rest_token)
@@ -37,7 +39,13 @@ def create_redis(settings: Settings) -> RedisPort:
             )
         from lib.redis_rest import RestRedis
 
-        return RestRedis(settings.upstash_redis_rest_url, token)
+        return RestRedis(
+            settings.upstash_redis_rest_url,
+            token,
+            timeout_s=settings.redis_socket_timeout_s,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            retries=settings.redis_rest_retries,
+        )
     raise ConfigError(
         "no Redis configured: set REDIS_URL (TCP) or UPSTASH_REDIS_REST_URL and "
         "UPSTASH_REDIS_REST_TOKEN (REST); the local stack sets REDIS_URL after "

@@ -48,7 +48,8 @@ class RestRedis:
         url: str,
         token: str,
         *,
-        timeout_s: float = 10.0,
+        timeout_s: float = 3.0,
+        connect_timeout_s: float = 2.0,
         retries: int = 1,
         retry_interval_s: float = 0.2,
         poll_interval_s: float = 0.1,
@@ -58,7 +59,10 @@ class RestRedis:
         Args:
             url: the REST base URL (`UPSTASH_REDIS_REST_URL`).
             token: the bearer token (`UPSTASH_REDIS_REST_TOKEN`).
-            timeout_s: per-request HTTP timeout (the SDK's own client has none).
+            timeout_s: per-request HTTP timeout (the SDK's own client has none). Every
+                request is short, a blocking read too (it is emulated by polling), so an
+                endpoint that hangs costs at most `(retries + 1) * timeout_s`.
+            connect_timeout_s: how long a new connection may take.
             retries: extra attempts after a failed HTTP request. The SDK retries on
                 any transport failure, read timeouts included, so a retried write
                 may have been applied once already; tests use 0.
@@ -74,7 +78,9 @@ class RestRedis:
         )
         # upstash-redis builds httpx.AsyncClient(timeout=None); one hung request
         # would hold a serverless function until its own time limit.
-        self._client._http._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s))
+        self._client._http._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s)
+        )
         self._poll_interval_s = poll_interval_s
 
     async def execute(self, *args: Arg) -> Any:

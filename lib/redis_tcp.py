@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -18,40 +19,92 @@ from lib.redisport import Arg, NoScriptError, RedisReplyError, StreamEntry, pars
 _UNAVAILABLE = (_RedisConnectionError, _RedisTimeout, OSError)
 
 
+def _client(
+    url: str,
+    *,
+    max_connections: int,
+    pool_timeout_s: float,
+    socket_timeout_s: float | None,
+    connect_timeout_s: float,
+) -> aioredis.Redis:
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=pool_timeout_s,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=connect_timeout_s,
+        protocol=2,
+        decode_responses=True,
+    )
+    client = aioredis.Redis.from_pool(pool)
+    # Raw RESP2 replies, exactly as the REST protocol returns them: no per-command
+    # post-processing (redis-py would turn XRANGE/HGETALL into tuples and dicts).
+    client.response_callbacks.clear()
+    return client
+
+
 class TcpRedis:
-    """`RedisPort` over a redis-py connection pool."""
+    """`RedisPort` over two redis-py connection pools: commands, and blocking reads.
+
+    A command must be answered within `socket_timeout_s` (a hung Redis answers 503 in a
+    few seconds). A blocking XREAD is meant to wait: it runs on its own pool whose
+    connections have no read timeout, under a deadline of its block time plus
+    `socket_timeout_s` for that call alone. Live readers blocking there never take a
+    connection from the commands (submits, status reads, the worker's scripts).
+    """
 
     kind: Literal["tcp", "rest"] = "tcp"
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        blocking: aioredis.Redis | None = None,
+        *,
+        socket_timeout_s: float = 3.0,
+    ) -> None:
         self._client = client
+        self._blocking = blocking or client
+        self._socket_timeout_s = socket_timeout_s
 
     @classmethod
     def from_url(
-        cls, url: str, *, max_connections: int = 256, pool_timeout_s: float = 5.0
+        cls,
+        url: str,
+        *,
+        max_connections: int = 256,
+        pool_timeout_s: float = 5.0,
+        socket_timeout_s: float = 3.0,
+        connect_timeout_s: float = 2.0,
     ) -> TcpRedis:
-        """Build the adapter (the pool connects lazily).
+        """Build the adapter (the pools connect lazily).
 
-        Every command holds a pooled connection while it runs, a live SSE reader's
-        blocking XREAD included. When all `max_connections` are busy a command waits up
-        to `pool_timeout_s` for one (then `RedisUnavailable`), instead of failing at once.
+        Args:
+            url: a `redis://` or `rediss://` URL.
+            max_connections: per pool (commands, blocking reads). When all are busy a
+                command waits up to `pool_timeout_s` for one (then `RedisUnavailable`),
+                instead of failing at once.
+            pool_timeout_s: how long a command waits for a free connection.
+            socket_timeout_s: how long a command waits for its reply (redis-py's own
+                default, 5 s, would also cut a blocking read longer than that).
+            connect_timeout_s: how long a new connection may take.
         """
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=pool_timeout_s,
-            protocol=2,
-            decode_responses=True,
+        common: dict[str, Any] = {
+            "max_connections": max_connections,
+            "pool_timeout_s": pool_timeout_s,
+            "connect_timeout_s": connect_timeout_s,
+        }
+        return cls(
+            _client(url, socket_timeout_s=socket_timeout_s, **common),
+            _client(url, socket_timeout_s=None, **common),
+            socket_timeout_s=socket_timeout_s,
         )
-        client = aioredis.Redis.from_pool(pool)
-        # Raw RESP2 replies, exactly as the REST protocol returns them: no per-command
-        # post-processing (redis-py would turn XRANGE/HGETALL into tuples and dicts).
-        client.response_callbacks.clear()
-        return cls(client)
 
     async def execute(self, *args: Arg) -> Any:
+        return await self._run(self._client, args)
+
+    async def _run(self, client: aioredis.Redis, args: Sequence[Arg]) -> Any:
         try:
-            return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+            return await client.execute_command(*args)  # type: ignore[no-untyped-call]
         except _RedisNoScript as exc:
             raise NoScriptError(str(exc)) from exc
         except ResponseError as exc:
@@ -76,11 +129,32 @@ class TcpRedis:
     async def xread(
         self, key: str, after_id: str, *, count: int, block_ms: int | None
     ) -> list[StreamEntry]:
+        """Entries after `after_id`; with `block_ms`, wait up to that long for the first.
+
+        A blocking read must be answered within `block_ms` plus the socket timeout
+        (`block_ms=0`, Redis's "forever", has no deadline); redis-py closes a connection
+        whose read is cut, so a late reply cannot reach the next command.
+
+        Raises:
+            RedisReplyError: the key holds another type, or an id is invalid.
+            RedisUnavailable: Redis cannot be reached, or did not answer in time.
+        """
         command: list[Arg] = ["XREAD", "COUNT", count]
-        if block_ms is not None:
-            command += ["BLOCK", block_ms]
-        command += ["STREAMS", key, after_id]
-        return parse_xread(await self.execute(*command))
+        if block_ms is None:
+            command += ["STREAMS", key, after_id]
+            return parse_xread(await self.execute(*command))
+        command += ["BLOCK", block_ms, "STREAMS", key, after_id]
+        if block_ms == 0:
+            return parse_xread(await self._run(self._blocking, command))
+        limit_s = block_ms / 1000 + self._socket_timeout_s
+        try:
+            async with asyncio.timeout(limit_s):
+                reply = await self._run(self._blocking, command)
+        except TimeoutError as exc:
+            raise RedisUnavailable(f"redis: no reply to a blocking XREAD in {limit_s:g} s") from exc
+        return parse_xread(reply)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._blocking is not self._client:
+            await self._blocking.aclose()

@@ -34,9 +34,17 @@ class Settings(BaseSettings):
 
     # Redis: TCP wins over REST; neither means an embedded Valkey (local stack).
     redis_url: str | None = None
-    # TCP pool per process: a live SSE reader holds one connection while it blocks.
+    # TCP, per process: two pools (commands; blocking reads, where a live SSE reader holds
+    # a connection while it blocks) of up to this many connections each.
     redis_max_connections: int = 256
     redis_pool_timeout_s: float = 5.0
+    # A command's reply deadline (TCP socket timeout, REST request timeout): a Redis that
+    # hangs answers 503 after it. A blocking XREAD (SSE, long-poll) gets its block time on
+    # top, on a pool of its own, so quiet gaps of any length keep their stream.
+    redis_socket_timeout_s: float = 3.0
+    redis_connect_timeout_s: float = 2.0
+    # REST: extra tries after a failed request (the SDK retries timeouts too).
+    redis_rest_retries: int = 1
     upstash_redis_rest_url: str | None = None
     upstash_redis_rest_token: SecretStr | None = None
 
@@ -156,6 +164,9 @@ class Settings(BaseSettings):
 
     # Local stack.
     state_dir: Path = Path(".slotline")
+    # Local QStash server: a delivery attempt's lease, renewed while it runs; the leases
+    # of a server killed mid-delivery run out within it and their messages go out again.
+    qstash_local_lease_s: float = 15.0
 
     def redis_mode(self) -> RedisMode:
         """Which Redis adapter the settings select."""

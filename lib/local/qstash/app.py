@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lib.local.qstash.delivery import Deliverer, now_ms
+from lib.local.qstash.delivery import LEASE_S, STARTUP_GRACE_S, Deliverer, now_ms
 from lib.local.qstash.message import parse_publish
 from lib.local.qstash.store import QStashStore
 from lib.local.qstash.wire import WireError, destination
@@ -239,6 +239,8 @@ def create_app(
     next_key: str,
     time_scale: float = 1.0,
     max_in_flight: int = 64,
+    lease_s: float = LEASE_S,
+    startup_grace_s: float = STARTUP_GRACE_S,
 ) -> Starlette:
     """The local QStash server as an ASGI app; its lifespan runs the delivery loop.
 
@@ -250,6 +252,9 @@ def create_app(
         next_key: the next signing key (only reported by `/v2/keys`).
         time_scale: multiplies retry delays, `Retry-After` and `Upstash-Delay` (tests: ~0.001).
         max_in_flight: most deliveries under way at once.
+        lease_s: an attempt's lease, renewed while it runs (a dead server's run out).
+        startup_grace_s: how long after the start a refused connection to a destination
+            that has not answered yet is retried without spending a retry.
 
     Returns:
         The Starlette app.
@@ -258,7 +263,12 @@ def create_app(
     port: RedisPort = TcpRedis.from_url(redis) if isinstance(redis, str) else redis
     store = QStashStore(port)
     deliverer = Deliverer(
-        store, signing_key=current_key, time_scale=time_scale, max_in_flight=max_in_flight
+        store,
+        signing_key=current_key,
+        time_scale=time_scale,
+        max_in_flight=max_in_flight,
+        lease_s=lease_s,
+        startup_grace_s=startup_grace_s,
     )
     server = LocalQStash(
         store,

@@ -10,10 +10,11 @@ import logging
 import time
 from collections.abc import Coroutine
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from lib.http11 import Http11Client, Http11Error
+from lib.http11 import Http11Client, Http11ConnectError, Http11Error
 from lib.local.qstash.message import Message, PublishRequest, new_message_id
 from lib.local.qstash.signing import sign
 from lib.local.qstash.store import QStashStore
@@ -21,9 +22,17 @@ from lib.local.qstash.wire import WireError, default_backoff_s, eval_retry_delay
 
 logger = logging.getLogger(__name__)
 
-LEASE_MARGIN_S = 30.0
+# An attempt's lease, renewed every third of it while the attempt runs: a server that
+# dies mid-delivery leaves leases that run out within this, whatever the message timeout.
+LEASE_S = 15.0
 RECLAIM_EVERY_S = 1.0
 MAX_RESPONSE_BODY = 64 * 1024
+# A destination that has not answered since the server started and refuses the
+# connection is not up yet: try again this soon, without spending a retry...
+NOT_UP_RETRY_S = 0.5
+# ...during this long after the server started (then a refusal counts, so a destination
+# that never comes up still ends in the DLQ).
+STARTUP_GRACE_S = 60.0
 
 
 def now_ms() -> int:
@@ -31,14 +40,30 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def origin(url: str) -> str:
+    """`scheme://host:port` of a URL: what "the destination has answered" is kept per."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname}:{port}"
+
+
 class Attempt:
     """What one delivery attempt got back: a response, or a transport error (status 0)."""
 
-    def __init__(self, status: int, headers: httpx.Headers, body: bytes, error: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        headers: httpx.Headers,
+        body: bytes,
+        error: str = "",
+        *,
+        refused: bool = False,
+    ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
         self.error = error
+        self.refused = refused  # the connection was refused: nobody listens there
 
     @property
     def ok(self) -> bool:
@@ -67,18 +92,28 @@ class Deliverer:
         time_scale: float = 1.0,
         max_in_flight: int = 64,
         poll_s: float = 0.05,
+        lease_s: float = LEASE_S,
+        startup_grace_s: float = STARTUP_GRACE_S,
     ) -> None:
         self.store = store
         self.signing_key = signing_key
         self.time_scale = time_scale
         self.max_in_flight = max_in_flight
         self.poll_s = poll_s
+        self.lease_s = lease_s
+        self.startup_grace_s = startup_grace_s
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._http: Http11Client | None = None
         self._last_reclaim = 0.0
+        self._last_renew = 0.0
         self._stopping = False
+        self._started = time.monotonic()
+        # Messages this server has in flight (their leases are renewed) and the origins
+        # that have answered an attempt since it started.
+        self._inflight: dict[str, Message] = {}
+        self._answered: set[str] = set()
 
     def wake(self) -> None:
         """Look at the due set now (a message was published or a slot freed)."""
@@ -98,6 +133,7 @@ class Deliverer:
     async def start(self) -> None:
         """Hand back what a dead predecessor left in flight, then start the loop."""
         self._http = Http11Client(max_body=MAX_RESPONSE_BODY)
+        self._started = time.monotonic()
         await self._hand_back_orphans()
         self._loop_task = asyncio.create_task(self._run(), name="lqs-delivery")
 
@@ -169,6 +205,9 @@ class Deliverer:
 
     async def _tick(self) -> bool:
         """Claim and start what is due; True when there may be more right away."""
+        if time.monotonic() - self._last_renew > self.lease_s / 3:
+            self._last_renew = time.monotonic()
+            await self._renew()
         if time.monotonic() - self._last_reclaim > RECLAIM_EVERY_S:
             self._last_reclaim = time.monotonic()
             await self._reclaim()
@@ -189,12 +228,18 @@ class Deliverer:
 
     async def _claim(self, msg: Message, now: int) -> bool:
         """Move `msg` in flight under a lease; False when it is gone or held back."""
-        lease_ms = int((msg.timeout_s + LEASE_MARGIN_S) * 1000)
-        claim = await self.store.claim(msg, now_ms=now, lease_ms=lease_ms)
+        claim = await self.store.claim(msg, now_ms=now, lease_ms=int(self.lease_s * 1000))
         if claim.status != "claimed":
             return False
         msg.retried = claim.retried
+        self._inflight[msg.id] = msg
         return True
+
+    async def _renew(self) -> None:
+        """Extend the lease of every attempt under way (one round trip)."""
+        if self._inflight:
+            until = now_ms() + int(self.lease_s * 1000)
+            await self.store.renew(list(self._inflight.values()), until_ms=until)
 
     async def _claim_and_deliver(self, msg: Message) -> None:
         try:
@@ -232,6 +277,8 @@ class Deliverer:
             raise
         except Exception:
             logger.exception("message %s: settling the attempt failed", msg.id)
+        finally:
+            self._inflight.pop(msg.id, None)
 
     async def _attempt(self, msg: Message) -> Attempt:
         assert self._http is not None
@@ -252,12 +299,34 @@ class Deliverer:
                 msg.method, msg.url, body=msg.body, headers=headers, timeout_s=msg.timeout_s
             )
         except Http11Error as exc:
+            refused = isinstance(exc, Http11ConnectError) and isinstance(
+                exc.__cause__, ConnectionRefusedError
+            )
             logger.info("message %s: attempt %d failed: %s", msg.id, msg.retried, exc)
-            return Attempt(0, httpx.Headers(), b"", error=str(exc))
+            return Attempt(0, httpx.Headers(), b"", error=str(exc), refused=refused)
         return Attempt(response.status, httpx.Headers(response.headers), response.body)
+
+    def _not_up_yet(self, msg: Message, attempt: Attempt) -> bool:
+        """A refusal from a destination that has not answered since this server started."""
+        where = origin(msg.url)
+        if attempt.status:
+            self._answered.add(where)
+            return False
+        return (
+            attempt.refused
+            and where not in self._answered
+            and time.monotonic() - self._started < self.startup_grace_s
+        )
 
     async def _settle(self, msg: Message, attempt: Attempt) -> None:
         now = now_ms()
+        if self._not_up_yet(msg, attempt):
+            # Not a failure of the message: the app behind it is still starting (a
+            # restarted `slotline dev`). Back in the due set shortly, `retried` unchanged.
+            due = now + int(NOT_UP_RETRY_S * 1000)
+            await self.store.settle(msg, "release", now_ms=now, due_ms=due)
+            logger.debug("message %s: %s is not up yet; again shortly", msg.id, origin(msg.url))
+            return
         if attempt.ok:
             await self.store.settle(msg, "done", now_ms=now)
             logger.debug("message %s delivered (status %d)", msg.id, attempt.status)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lib.local.qstash.app import create_app
+from lib.local.qstash.delivery import LEASE_S, STARTUP_GRACE_S
 from lib.local.serve import ServerThread
 from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_QSTASH_TOKEN
 
@@ -33,6 +34,8 @@ def start_local_qstash(
     current_key: str = DEV_CURRENT_SIGNING_KEY,
     next_key: str = DEV_NEXT_SIGNING_KEY,
     max_in_flight: int = 64,
+    lease_s: float = LEASE_S,
+    startup_grace_s: float = STARTUP_GRACE_S,
 ) -> LocalQStashHandle:
     """Run the server in a background thread (uvicorn on 127.0.0.1).
 
@@ -44,6 +47,9 @@ def start_local_qstash(
         current_key: the signing key deliveries are signed with.
         next_key: the next signing key.
         max_in_flight: most deliveries under way at once.
+        lease_s: an attempt's lease, renewed while it runs (a dead server's run out).
+        startup_grace_s: how long after the start a refused connection to a destination
+            that has not answered yet is retried soon, without spending a retry.
 
     Returns:
         The handle (`.url`, `.token`, `.current_key`, `.next_key`, `.stop()`).
@@ -58,6 +64,8 @@ def start_local_qstash(
         next_key=next_key,
         time_scale=time_scale,
         max_in_flight=max_in_flight,
+        lease_s=lease_s,
+        startup_grace_s=startup_grace_s,
     )
     thread = ServerThread(app, port=port)
     url = thread.start()

@@ -176,6 +176,18 @@ class QStashStore:
             return Claim("claimed", int(reply[1]))
         return Claim({0: "gone", -1: "waiting"}.get(code, "rate_limited"))  # type: ignore[arg-type]
 
+    async def renew(self, messages: list[Message], *, until_ms: int) -> None:
+        """Extend the leases of attempts under way (and their flow-control slots) to `until_ms`.
+
+        `ZADD XX` only updates: an attempt settled meanwhile is not put back.
+        """
+        commands: list[tuple[Arg, ...]] = []
+        for msg in messages:
+            commands.append(("ZADD", self.keys.inflight, "XX", until_ms, msg.id))
+            if msg.fc_key:
+                commands.append(("ZADD", self.keys.fc_active(msg.fc_key), "XX", until_ms, msg.id))
+        await self.redis.pipeline(commands)
+
     async def settle(
         self,
         msg: Message,

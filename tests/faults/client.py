@@ -41,6 +41,7 @@ class Task:
     token: str
     accepted: dict[str, Any]
     status: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def state(self) -> str:

@@ -205,6 +205,11 @@ def sse_event(event: Event) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
+def sse_unstored(type: EventType, data: Any) -> bytes:
+    """An SSE message that is not in the stream (no `id:`: `Last-Event-ID` stays put)."""
+    return f"event: {type}\ndata: {encode_data(data)}\n\n".encode()
+
+
 def sse_heartbeat() -> bytes:
     """An SSE comment: keeps proxies from closing an idle connection."""
     return b": ping\n\n"

@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     # Events.
     sse_max_seconds: float = 25.0
     sse_heartbeat_s: float = 10.0
+    # How often a reader of a queued task looks up its position (one ZRANK each, only
+    # while it waits) and sends it when it changed.
+    sse_position_refresh_s: float = 2.0
     sse_retry_ms: int = 1000
     # While tokens stream, a live SSE reader reads at most once per this interval. Longer
     # than the token flush window, so a read usually takes more than one batch (each read

@@ -30,16 +30,28 @@ POLL_MAX_S = 0.5
 class _Stream:
     key: str
     finished: bool  # the task had reached a terminal status when the request came in
+    task_id: str = ""
+    waiting_key: str = ""  # its queue's waiting order, while it is queued ('' otherwise)
+
+    async def position(self, redis: RedisPort) -> int | None:
+        """Where the task stands in its queue now (None once it has left it)."""
+        if not self.waiting_key:
+            return None
+        rank = await redis.execute("ZRANK", self.waiting_key, self.task_id)
+        return int(rank) + 1 if rank is not None else None
 
 
 async def _locate(redis: RedisPort, task_id: str, user_id: str) -> _Stream:
     """The task's stream key, for its owner only (one HMGET)."""
-    user, service, status = await redis.execute(
-        "HMGET", keys.task(task_id), "user", "service", "status"
+    user, service, status, queue = await redis.execute(
+        "HMGET", keys.task(task_id), "user", "service", "status", "queue"
     )
     if user is None or user != user_id:
         raise NotFound(task_id=task_id)
-    return _Stream(keys.events(user, service or "", task_id), status in TERMINAL_STATUS)
+    waiting = keys.queue_waiting(queue) if status == "queued" and queue else ""
+    return _Stream(
+        keys.events(user, service or "", task_id), status in TERMINAL_STATUS, task_id, waiting
+    )
 
 
 def _after(value: str | None) -> str:
@@ -98,23 +110,43 @@ class _Reader:
         return batch
 
 
-async def _sse(reader: _Reader, finished: bool, settings: Settings) -> AsyncIterator[bytes]:
+async def _sse(reader: _Reader, located: _Stream, settings: Settings) -> AsyncIterator[bytes]:
     """SSE body: events until the terminal one, heartbeats, and a `retry:` before the limit.
 
     A heartbeat goes out every `sse_heartbeat_s` of silence, however long the task waits
-    in its queue: each read blocks at most until the next beat is due.
+    in its queue: each read blocks at most until the next beat is due. While the task
+    waits, its position is looked up every `SSE_POSITION_REFRESH_S` and sent, when it
+    changed, as a `queued` event without an id (it is not in the stream, so
+    `Last-Event-ID` is not moved by it).
     """
+    finished = located.finished
     started = time.monotonic()
     # End early enough that the host's time limit never cuts a message in half.
     margin = min(0.5, 0.1 * settings.sse_max_seconds)
     deadline = started + max(0.0, settings.sse_max_seconds - margin)
     next_beat = started + settings.sse_heartbeat_s
+    waiting = bool(located.waiting_key)
+    next_position = started + settings.sse_position_refresh_s
+    shown: int | None = None
     yield events.sse_retry(settings.sse_retry_ms)
     while True:
         now = time.monotonic()
         if now >= deadline:
             break
-        wait = min(deadline, next_beat) - now
+        if waiting and now >= next_position:
+            try:
+                where = await located.position(reader.redis)
+            except RedisUnavailable as exc:
+                logger.warning("events reader on %s: %s", reader.key, exc)
+                break
+            next_position = time.monotonic() + settings.sse_position_refresh_s
+            if where is None:
+                waiting = False
+            elif where != shown:
+                shown = where
+                yield events.sse_unstored("queued", {"position": where})
+        wake = min(deadline, next_beat, next_position if waiting else deadline)
+        wait = max(0.0, wake - now)
         try:
             # A finished task has written everything: read what is left without waiting.
             batch = await reader.next(0 if finished else wait)
@@ -127,6 +159,10 @@ async def _sse(reader: _Reader, finished: bool, settings: Settings) -> AsyncIter
             yield events.sse_event(event)
             if event.terminal:
                 return
+            if event.type == "queued":
+                shown = event.data.get("position") if isinstance(event.data, dict) else shown
+            elif event.type != "backpressure":
+                waiting = False  # started (or cancelled): no longer in the queue
         if finished and not batch:
             return  # resumed after the end (or the stream expired): nothing more will come
         if time.monotonic() >= next_beat:
@@ -160,7 +196,7 @@ async def stream(request: Request) -> Response:
         redis, located.key, after, min_interval_s=settings.sse_min_read_interval_ms / 1000
     )
     return StreamingResponse(
-        _sse(reader, located.finished, settings),
+        _sse(reader, located, settings),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -179,7 +215,11 @@ async def _long_poll(
     reader = _Reader(redis, located.key, after)
     batch = await reader.next(0 if located.finished else wait)
     done = any(e.terminal for e in batch) or (located.finished and not batch)
-    return JSONResponse(
-        {"events": [e.to_json() for e in batch], "last_id": reader.after, "done": done},
-        headers={"Cache-Control": "no-store"},
-    )
+    body = {
+        "events": [e.to_json() for e in batch],
+        "last_id": reader.after,
+        "done": done,
+        # Where the task stands in its queue now (null once it has started).
+        "position": await located.position(redis),
+    }
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})

@@ -221,7 +221,7 @@ async def test_long_poll_wait_is_capped(tmp_path: Path, redis: RedisPort) -> Non
         t0 = time.monotonic()
         resp = await client.get(f"/api/tasks/{task_id}/events?after={first['last_id']}&wait=30")
         elapsed = time.monotonic() - t0
-    assert resp.json() == {"events": [], "last_id": first["last_id"], "done": False}
+    assert resp.json() == {"events": [], "last_id": first["last_id"], "done": False, "position": 1}
     assert 0.25 < elapsed < 1.5
 
 
@@ -236,7 +236,7 @@ async def test_long_poll_done_flag(app: Any, redis: RedisPort) -> None:
             await client.get(f"/api/tasks/{task_id}/events?after={body['last_id']}&wait=5")
         ).json()
     assert body["done"] is True and body["events"][-1]["type"] == "done"
-    assert after == {"events": [], "last_id": body["last_id"], "done": True}
+    assert after == {"events": [], "last_id": body["last_id"], "done": True, "position": None}
 
 
 async def test_cancelled_task_stream_ends(app: Any) -> None:
@@ -301,3 +301,36 @@ async def test_live_reader_never_holds_back_the_first_token(redis: RedisPort) ->
     began = _time.monotonic()
     assert [e.type for e in await reader.next(1.0)] == ["token"]
     assert _time.monotonic() - began >= 0.4  # the next token read does wait
+
+
+async def test_a_queued_reader_sees_its_position_move_up(tmp_path: Path, redis: RedisPort) -> None:
+    """While a task waits, SSE sends its new position (no id) as the tasks ahead start."""
+    from lib.messages import TaskMessage
+    from lib.tasks import Run, TaskStore
+
+    settings = make_settings(
+        tmp_path, sse_max_seconds=3.0, sse_position_refresh_s=0.1, glm_flash_max_workers=1
+    )
+    publisher = RecordingPublisher()
+    app = build_app(settings, redis, publisher)
+    async with client_for(app, user="ann") as first, client_for(app, user="ben") as second:
+        ahead = await _submit(first)
+        task_id = await _submit(second)
+        msg = TaskMessage.model_validate(publisher.published[0].body)
+
+        async def start_ahead() -> None:
+            await asyncio.sleep(0.5)
+            run = await TaskStore(redis, settings).start(
+                msg, message_id="m", now_ms=int(time.time() * 1000)
+            )
+            assert isinstance(run, Run) and run.task.task_id == ahead
+
+        starter = asyncio.create_task(start_ahead())
+        resp = await second.get(f"/api/tasks/{task_id}/events")
+        await starter
+        polled = (await second.get(f"/api/tasks/{task_id}/events?after=0-0")).json()
+    messages = parse_sse(resp.text)
+    queued = [m for m in messages if m.get("event") == "queued"]
+    assert [json.loads(m["data"])["position"] for m in queued] == [2, 1]
+    assert "id" in queued[0] and "id" not in queued[1]  # the update is not in the stream
+    assert polled["position"] == 1

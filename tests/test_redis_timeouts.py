@@ -155,7 +155,7 @@ async def test_blocking_reads_longer_than_five_seconds(
 
         (waited, polled), messages = await asyncio.gather(long_poll(), sse())
     assert polled.status_code == 200, polled.text
-    assert polled.json() == {"events": [], "last_id": FAR_AHEAD, "done": False}
+    assert polled.json() == {"events": [], "last_id": FAR_AHEAD, "done": False, "position": 1}
     assert waited >= 6.9
     assert messages[0] == "retry: 900" and "event: queued" in messages[1]
     assert messages[2:] == [": ping", "retry: 900"]

@@ -33,19 +33,19 @@ ROOT = Path(__file__).resolve().parent.parent
 RESUME = "Backend engineer. Python, Redis, PostgreSQL, Docker. Built queues at Acme 2019-2024."
 JOB = "Senior Python engineer. Must have: Python, Redis, Kafka. Nice: Docker."
 MATCH = {
-    "score": 70,
+    "match_score": 70,
     "overall_assessment": "Good overlap.",
     "strengths": [{"point": "Python", "evidence": "Python services"}],
-    "weaknesses": [{"gap": "Kafka", "suggestion": "Learn Kafka"}],
+    "weaknesses": [{"point": "Kafka", "suggestion": "Learn Kafka"}],
     "cover_letter_script": "Dear team, ...",
 }
 SUMMARY = {
-    "title": "Engineer",
+    "jobTitle": "Engineer",
     "company": "Acme",
-    "location": "",
+    "mustHaves": ["Python"],
+    "niceToHaves": [],
+    "location": None,
     "summary": "Builds things.",
-    "must_haves": ["Python"],
-    "nice_to_haves": [],
 }
 # 1x1 transparent PNG
 PNG = (
@@ -154,7 +154,7 @@ async def test_three_text_tasks_with_one_slot_run_one_after_another(
     spans = sorted((d["started_ms"], d["finished_ms"]) for d in done)
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, spans
-    assert done[0]["result"]["score"] == 70
+    assert done[0]["result"]["match_score"] == 70
     await assert_counters_zero(client)
 
 

@@ -38,6 +38,7 @@ T: dict[str, dict[str, str]] = {
         "r_missing": "Invent nothing: add them only if they are true.",
         "c_all": "Reordered by the offline keyword baseline; no wording was changed.",
         "r_all": "No language model was available for a real rewrite.",
+        "because": "{change} Why: {reason}",
         "intro": "[Offline keyword baseline draft] Hello, I'm {name}. {recent}My experience "
         "covers {skills}. I'm interested in {title}{at} because it calls for {fit}.",
         "intro_recent": "Most recently I worked as {role} at {org}. ",
@@ -89,6 +90,7 @@ T: dict[str, dict[str, str]] = {
         "r_missing": "不得编造：只有确实具备时才写上。",
         "c_all": "由离线关键词基线调整顺序，未改动任何措辞。",
         "r_all": "没有可用的语言模型进行真正的改写。",
+        "because": "{change}原因：{reason}",
         "intro": "[离线关键词基线草稿] 您好，我是{name}。{recent}我的经验涵盖 {skills}。"
         "我对{title}{at}很感兴趣，因为它需要 {fit}。",
         "intro_recent": "我最近在{org}担任{role}。",

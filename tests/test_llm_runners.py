@@ -86,7 +86,7 @@ async def test_malformed_then_valid_is_one_retry(
         MESSAGES, Job, [ep(base_url)], ctx=CTX, record=seen.append, policy=POLICY, models=models
     )
     assert result.value == Job(title="Python engineer", score=87) and not result.degraded
-    assert [u.success for u in result.usage] == [False, True]
+    assert [u.is_success for u in result.usage] == [False, True]
     assert list(result.usage) == seen and fake.calls() == 2
     assert fake.requests[0]["tool_choice"]["function"]["name"] == "Job"  # function calling
 
@@ -113,7 +113,7 @@ async def test_schema_violation_counts_as_invalid(
         MESSAGES, Job, [ep(base_url)], ctx=CTX, policy=POLICY, models=models
     )
     assert result.value.model_dump() == {"title": "Python engineer", "score": 87}
-    assert result.usage[0].error_message is not None and not result.usage[0].success
+    assert result.usage[0].error_message is not None and not result.usage[0].is_success
 
 
 async def test_three_malformed_fall_back_to_next_model(
@@ -125,7 +125,7 @@ async def test_three_malformed_fall_back_to_next_model(
     endpoints = [ep(base_url), ep(base_url, "glm-4.5", "zhipu")]
     result = await run_structured(MESSAGES, Job, endpoints, ctx=CTX, policy=POLICY, models=models)
     assert result.endpoint == endpoints[1] and not result.degraded
-    assert [(u.model, u.success) for u in result.usage] == [
+    assert [(u.model_id, u.is_success) for u in result.usage] == [
         ("deepseek-chat", False),
         ("deepseek-chat", False),
         ("deepseek-chat", False),
@@ -150,7 +150,7 @@ async def test_all_failing_gives_a_marked_degraded_result(
         "Owns the billing platform.",
         "Leads 4.",
     ]
-    assert result.attempts == 6 and not any(u.success for u in result.usage)
+    assert result.attempts == 6 and not any(u.is_success for u in result.usage)
 
 
 async def test_5xx_and_timeouts_are_retried(
@@ -178,7 +178,7 @@ async def test_client_error_skips_retries_and_goes_to_fallback(
     fake.script("glm-4.5", Reply(VALID))
     endpoints = [ep(base_url), ep(base_url, "glm-4.5", "zhipu")]
     result = await run_structured(MESSAGES, Job, endpoints, ctx=CTX, policy=POLICY, models=models)
-    assert [u.model for u in result.usage] == ["deepseek-chat", "glm-4.5"]
+    assert [u.model_id for u in result.usage] == ["deepseek-chat", "glm-4.5"]
     assert fake.calls("deepseek-chat") == 1
 
 
@@ -193,7 +193,12 @@ async def test_usage_comes_from_the_provider_and_is_priced(
     u = first.usage[0]
     assert (u.input_tokens, u.output_tokens, u.total_tokens) == (1000, 500, 1500)
     assert (u.cost, u.currency) == (Decimal("0.00600000"), "CNY")
-    assert (u.user_id, u.service_id, u.template, u.is_stream) == ("u1", "svc", "job_summary", False)
+    assert (u.user_id, u.service_id, u.task_template_id, u.is_stream) == (
+        "u1",
+        "svc",
+        "job_summary",
+        False,
+    )
     fake.script("deepseek-chat", Reply(VALID, usage=False))
     second = await run_structured(
         MESSAGES, Job, [ep(base_url)], ctx=CTX, policy=POLICY, models=models
@@ -227,7 +232,7 @@ async def test_structured_cancellation_stops_the_call_and_records_it(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert [(u.success, u.error_message) for u in seen] == [(False, "cancelled")]
+    assert [(u.is_success, u.error_message) for u in seen] == [(False, "cancelled")]
 
 
 def test_degraded_summary_takes_meaningful_lines_only() -> None:
@@ -322,7 +327,7 @@ async def test_stream_delivers_deltas_as_they_come_and_captures_usage(
     assert sink.times[-1] - sink.times[0] > 0.03 * (len(pieces(VALID)) - 2)
     assert result.value == Job(title="Python engineer", score=87)
     u = result.usage[0]
-    assert (u.input_tokens, u.output_tokens, u.is_stream, u.success) == (
+    assert (u.input_tokens, u.output_tokens, u.is_stream, u.is_success) == (
         40,
         len(pieces(VALID)),
         True,
@@ -350,7 +355,7 @@ async def test_stream_invalid_output_raises_output_invalid(
     with pytest.raises(OutputInvalid) as caught:
         await stream(models, [ep(base_url, provider=primary)], Sink().delta, record=seen.append)
     assert caught.value.code == "output_invalid"
-    assert [u.success for u in seen] == [False] and fake.calls() == 1
+    assert [u.is_success for u in seen] == [False] and fake.calls() == 1
 
 
 async def test_stream_broken_midway_restarts_cleanly(
@@ -363,7 +368,7 @@ async def test_stream_broken_midway_restarts_cleanly(
         models, [ep(base_url, provider=primary)], sink.delta, on_restart=sink.restart
     )
     assert sink.events.count("<restart>") == 1 and sink.text == VALID
-    assert [u.success for u in result.usage] == [False, True]
+    assert [u.is_success for u in result.usage] == [False, True]
 
 
 async def test_stream_stall_times_out_and_falls_back(
@@ -380,7 +385,7 @@ async def test_stream_stall_times_out_and_falls_back(
     assert time.perf_counter() - started < 3.5  # the stall was cut at the timeout
     assert result.usage[1].error_message == "TimeoutError"
     assert result.endpoint.model_name == "glm-4.5" and sink.text == VALID
-    assert [u.success for u in result.usage] == [False, False, False, True]
+    assert [u.is_success for u in result.usage] == [False, False, False, True]
 
 
 async def test_stream_all_failing_raises_llm_error(
@@ -416,7 +421,9 @@ async def test_stream_cancellation_stops_the_stream(
     delivered = len(sink.events)
     await asyncio.sleep(0.2)
     assert len(sink.events) == delivered < len(pieces(VALID))
-    assert [(u.success, u.error_message, u.is_stream) for u in seen] == [(False, "cancelled", True)]
+    assert [(u.is_success, u.error_message, u.is_stream) for u in seen] == [
+        (False, "cancelled", True)
+    ]
 
 
 async def test_stream_callback_failure_is_not_retried(
@@ -431,7 +438,7 @@ async def test_stream_callback_failure_is_not_retried(
     seen: list[UsageRecord] = []
     with pytest.raises(KeyError):
         await stream(models, [ep(base_url, provider=primary)], broken, record=seen.append)
-    assert fake.calls() == 1 and len(seen) == 1 and not seen[0].success
+    assert fake.calls() == 1 and len(seen) == 1 and not seen[0].is_success
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,11 @@ class ScriptedRunner:
     """A runner standing in for the LLM layer: emits scripted deltas, then answers or fails."""
 
     def __init__(
-        self, deltas: list[str], *, delay: float = 0.0, fail: Exception | None = None
+        self,
+        deltas: list[str],
+        *,
+        delay: float = 0.0,
+        fail: Exception | None = None,
     ) -> None:
         self.deltas = deltas
         self.delay = delay
@@ -54,7 +58,7 @@ class ScriptedRunner:
             await asyncio.sleep(self.delay)
             await on_delta(delta)
         ok = self.fail is None
-        record({"success": ok, "input_tokens": 10, "output_tokens": 5, "total_tokens": 15})
+        record({"is_success": ok, "input_tokens": 10, "output_tokens": 5, "total_tokens": 15})
         if self.fail is not None:
             raise self.fail
         return RunOutput({"text": "".join(self.deltas)}, model)

@@ -15,17 +15,22 @@ from pydantic import BaseModel
 
 from lib import db, usage
 from lib.errors import LLMError, OutputInvalid
+from lib.i18n import Lang
 from lib.llm.attempt import CallContext, RetryPolicy
 from lib.llm.dict_chunks import DictChunkCompletions
+from lib.llm.prompts import render
 from lib.llm.providers import ChatModels, EndpointProvider, ModelEndpoint
 from lib.llm.schemas import DegradedSummary
 from lib.llm.streaming import OnDelta, StreamResult, parse_output, run_stream
-from lib.llm.structured import degraded_summary, run_structured
+from lib.llm.structured import degraded_summary, run_structured, source_text
+from lib.llm.variables import validate_variables
 from lib.local.serve import ServerThread
 from lib.redisport import RedisPort
+from lib.routing import Template
 from lib.usage import UsageRecord
 from tests.fakes.pg import count, fresh_database, truncate
 from tests.fakes.provider import Break, Fail, FakeProvider, Reply, pieces
+from tests.llm_samples import variables
 
 CTX = CallContext(user_id="u1", service_id="svc", template="job_summary")
 # Generous timeouts keep a loaded machine from failing good attempts; timeout tests use TIGHT.
@@ -33,7 +38,11 @@ POLICY = RetryPolicy(retries=2, backoff_s=0.001, timeout_s=5.0, deadline_s=20.0)
 TIGHT = RetryPolicy(retries=2, backoff_s=0.001, timeout_s=1.0, deadline_s=20.0)
 MESSAGES = [
     {"role": "system", "content": "Answer in JSON."},
-    {"role": "user", "content": "Senior Python engineer. Owns the billing platform.\nLeads 4."},
+    {
+        "role": "user",
+        "content": "Summarise this.\n\n<<<JOB DESCRIPTION>>>\n"
+        "Senior Python engineer. Owns the billing platform.\nLeads 4.\n<<<END JOB DESCRIPTION>>>",
+    },
 ]
 VALID = '{"title": "Python engineer", "score": 87}'
 
@@ -242,6 +251,63 @@ def test_degraded_summary_takes_meaningful_lines_only() -> None:
     assert summary.bullets[:3] == ["Resume", "Built X。", "Led Y！"]
     assert len(summary.bullets) == 8 and summary.degraded is True
     assert summary.reason == "all models failed: boom"
+
+
+def test_degraded_summary_keeps_addresses_and_numbers_whole() -> None:
+    """Sentences end at punctuation before a space: e-mails, URLs and versions stay whole."""
+    text = (
+        "Jane Doe · jane.doe@example.com · github.com/jane\nUses Node.js and Python 3.12. Leads 4."
+    )
+    assert degraded_summary(text, "x").bullets == [
+        "Jane Doe · jane.doe@example.com · github.com/jane",
+        "Uses Node.js and Python 3.12.",
+        "Leads 4.",
+    ]
+
+
+PROMPT_LINES = (
+    "The user",
+    "RESUME",
+    "JOB DESCRIPTION",
+    "END ",
+    "JSON",
+    "slotline-task",
+    "用户",
+    "简历",
+)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize(
+    "template", ["resume_summary", "detailed_resume_summary", "job_summary", "resume_customize"]
+)
+async def test_degraded_result_comes_from_the_source_never_the_prompt(
+    fake: FakeProvider, base_url: str, models: ChatModels, template: Template, lang: Lang
+) -> None:
+    """A rendered prompt, every model failing: bullets are the document's own first lines."""
+    fake.default = Reply("garbage")
+    given = variables(template)
+    messages = render(template, lang, given)
+    source = source_text(template, validate_variables(template, given).model_dump())
+    expected = degraded_summary(source, "x").bullets
+    first_line = next(iter(given.values())).splitlines()[0]
+    assert expected[0] == first_line  # the résumé's name, the job's title
+    for explicit in (source, None):  # the worker passes the source; the default finds it too
+        result = await run_structured(
+            messages,
+            Job,
+            [ep(base_url)],
+            ctx=CTX,
+            policy=RetryPolicy(retries=0),
+            models=models,
+            degraded_source=explicit,
+        )
+        assert isinstance(result.value, DegradedSummary)
+        assert result.value.bullets == expected
+        text = " ".join(result.value.bullets)
+        assert not any(line in text for line in PROMPT_LINES), text
+    if "resume_text" in given:
+        assert "jane@example.com | +1 555 123 4567 | github.com/jane" in expected
 
 
 # --- streaming -------------------------------------------------------------------------

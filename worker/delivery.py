@@ -203,7 +203,15 @@ async def _run(
             )
             async with renewed(store, run, work):
                 output = await asyncio.wait_for(work, settings.worker_time_limit_s)
-        outcome = Outcome("done", result=output.result, done=_done_data(rows, output, started))
+        if output.degraded:
+            # Every model failed: the rows say so, and the user is not charged.
+            rows[:] = [row | {"is_degraded": True} for row in rows]
+        outcome = Outcome(
+            "done",
+            result=output.result,
+            done=_done_data(rows, output, started),
+            degraded=output.degraded,
+        )
     except RedisUnavailable as exc:
         # Not the task's fault: the redelivery restarts it once Redis is back.
         outcome = Outcome("lost")

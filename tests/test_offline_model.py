@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,13 +13,20 @@ from typing import Any
 import httpx
 import pytest
 from langchain_openai import ChatOpenAI
-from openai import AsyncOpenAI, BadRequestError
+from openai import AsyncOpenAI
 from pydantic import SecretStr
 
 from lib.llm.prompts import render
 from lib.llm.schemas import OUTPUT_MODELS, JobMatch, JobSummary
+from lib.local.ocr import OcrReader
 from lib.local.offline_answers import MODEL_NAME, answer
-from lib.local.offline_model import OfflineModel, create_app, start_offline_model
+from lib.local.offline_model import (
+    OfflineModel,
+    RequestError,
+    complete,
+    create_app,
+    start_offline_model,
+)
 from lib.routing import MODES, TEMPLATES
 from tests.llm_samples import JOB, JOB_ZH, PNG, RESUME, data_url, variables
 
@@ -168,14 +176,14 @@ async def test_langchain_structured_methods(offline: OfflineModel, method: str) 
     assert (result.jobTitle, result.company) == ("Backend Engineer", "Globex")
 
 
-async def test_images_refused(client: AsyncOpenAI) -> None:
-    """Image content gets a 400 in OpenAI's error shape."""
+def test_images_without_the_ocr_library_say_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No OCR installed: an image task is refused (image_not_supported) naming the extra."""
+    monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)
     rendered = messages("job_summary", "en", {"job_image": data_url(PNG)})
-    with pytest.raises(BadRequestError) as info:
-        await client.chat.completions.create(model="x", messages=rendered)
-    assert info.value.status_code == 400
+    with pytest.raises(RequestError) as info:
+        complete({"messages": rendered}, OcrReader().read)
     assert info.value.code == "image_not_supported"
-    assert "images" in info.value.message
+    assert "slotline[local]" in info.value.message
 
 
 async def test_models_endpoint(client: AsyncOpenAI) -> None:

@@ -22,6 +22,7 @@ from lib.local.offline_reading import Job, Resume, read_job, read_resume
 from lib.local.offline_texts import T
 
 MODEL_NAME = "offline-keyword-baseline"
+IMAGE_TEXT = "job_image_text"  # the input the offline server adds: the job image's OCR text
 _INSTITUTION = re.compile(r"universit|college|school|institute|academy|大学|学院|学校", re.I)
 
 
@@ -136,9 +137,10 @@ def detailed_resume_summary(inputs: dict[str, str], lang: str) -> dict[str, Any]
 
 
 def job_summary(inputs: dict[str, str], lang: str) -> dict[str, Any]:
-    """`job_summary`: title, company, required and preferred lines."""
-    job = read_job(inputs.get("job_text", ""))
+    """`job_summary`: title, company, required and preferred lines (of the text or image)."""
     t = T[lang]
+    from_image = "job_text" not in inputs and IMAGE_TEXT in inputs
+    job = read_job(inputs.get("job_text") or inputs.get(IMAGE_TEXT, ""))
     must = job.must_lines or [s.name(lang) for s in job.must]
     at = t["at"].format(company=job.company) if job.company else ""
     summary = t["job_summary"].format(
@@ -154,7 +156,7 @@ def job_summary(inputs: dict[str, str], lang: str) -> dict[str, Any]:
         "mustHaves": must[:50],
         "niceToHaves": job.nice_lines[:50],
         "location": _or_none(job.location),
-        "summary": f"{t['note']} {summary}",
+        "summary": f"{t['ocr_note' if from_image else 'note']} {summary}",
     }
 
 

@@ -26,8 +26,10 @@ _MUST = re.compile(
     r"要求|必须|必备|熟悉|精通|掌握|熟练|具备|以上",
     re.I,
 )
+# Heading patterns match the heading with its spaces removed: OCR often drops them
+# ("Whatweoffer", "Abouttherole").
 _REQ_HEADING = re.compile(
-    r"requirement|qualification|must|what you (?:bring|have|need)|you have|要求|任职|资格", re.I
+    r"requirement|qualification|must|whatyou(?:bring|have|need)|youhave|要求|任职|资格", re.I
 )
 _NICE_HEADING = re.compile(r"nice|prefer|bonus|plus|加分|优先", re.I)
 _FIELD = r"\s*[:：]\s*(.+)$"
@@ -39,7 +41,7 @@ _AT_COMPANY = re.compile(r"\bat\s+([A-Z][\w&.'-]*(?:\s+[A-Z][\w&.'-]*){0,3})")
 _TITLE_SPLIT = re.compile(r"\s*[—–]\s*|\s+-\s+")
 _TRAILING_PAREN = re.compile(r"^(.*?)\s*[(（]([^()（）]+)[)）]\s*$")
 _OTHER_HEADING = re.compile(
-    r"about|role|responsibilit|what we|we offer|benefit|duties|职责|工作内容|福利|关于|我们", re.I
+    r"about|role|responsibilit|whatwe|weoffer|benefit|duties|职责|工作内容|福利|关于|我们", re.I
 )
 _SENTENCE_END = ".。!！?？;；,，"
 
@@ -112,11 +114,12 @@ def _job_heading(line: str, bare: str, following: str) -> str | None:
     if not text or len(text) > 40 or is_bullet(line) or text.endswith(tuple(_SENTENCE_END)):
         return None
     marked = line.startswith("#") or bare.endswith((":", "："))
-    if _NICE_HEADING.search(text) and (marked or len(text) <= 20):
+    squeezed = "".join(text.split())
+    if _NICE_HEADING.search(squeezed) and (marked or len(text) <= 20):
         return "nice"
-    if _REQ_HEADING.search(text) and (marked or len(text) <= 20):
+    if _REQ_HEADING.search(squeezed) and (marked or len(text) <= 20):
         return "must"
-    if marked or _OTHER_HEADING.search(text) or is_bullet(following):
+    if marked or _OTHER_HEADING.search(squeezed) or is_bullet(following):
         return "other"
     return None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 T: dict[str, dict[str, str]] = {
     "en": {
         "note": "(Offline keyword baseline, no language model.)",
+        "ocr_note": "(Offline keyword baseline on the text read from the image by OCR, "
+        "no language model.)",
         "none": "none",
         "sep": ", ",
         "profile": "{who}. {count} position(s) listed{recent}. Skills named: {skills}.",
@@ -58,6 +60,7 @@ T: dict[str, dict[str, str]] = {
     },
     "zh": {
         "note": "（离线关键词基线，未使用语言模型。）",
+        "ocr_note": "（离线关键词基线，依据从图片中识别出的文字，未使用语言模型。）",
         "none": "无",
         "sep": "、",
         "profile": "{who}。简历列出 {count} 段经历{recent}。提到的技能：{skills}。",

@@ -4,9 +4,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: bootstrap demo test lint bench requirements clean
+.PHONY: bootstrap fonts demo test lint bench requirements clean
 
-bootstrap: $(STAMP)
+bootstrap: fonts $(STAMP)
+
+# The OCR tests render job screenshots in Chinese: they need a CJK font. Debian's
+# fonts-noto-cjk is installed when missing and we are root (CI is); else a warning.
+fonts:
+	@if ! ls /usr/share/fonts/*/noto/NotoSansCJK-Regular.ttc >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-noto-cjk; \
+	  else \
+	    echo "warning: no Noto CJK font; tests/test_ocr.py needs fonts-noto-cjk" >&2; \
+	  fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

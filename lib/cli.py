@@ -176,12 +176,12 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
     from lib.usage import usage_summary
 
     rows = asyncio.run(usage_summary(_database_url(settings), args.days))
-    header = f"{'provider':<14}{'model':<26}{'calls':>7}{'ok %':>7}{'tokens':>10}"
-    _out(f"{header}{'cost':>12}{'p50 ms':>9}{'p95 ms':>9}")
+    header = f"{'provider':<14}{'model_id':<26}{'calls':>7}{'ok %':>7}{'degraded':>9}"
+    _out(f"{header}{'tokens':>10}{'cost':>12}{'p50 ms':>9}{'p95 ms':>9}")
     for r in rows:
         _out(
-            f"{r.provider:<14}{r.model:<26}{r.calls:>7}{r.success_rate * 100:>7.1f}"
-            f"{r.total_tokens:>10}{float(r.cost):>8.4f} {r.currency:<3}"
+            f"{r.provider:<14}{r.model_id:<26}{r.calls:>7}{r.success_rate * 100:>7.1f}"
+            f"{r.degraded:>9}{r.total_tokens:>10}{float(r.cost):>8.4f} {r.currency:<3}"
             f"{r.p50_latency_ms:>9.0f}{r.p95_latency_ms:>9.0f}"
         )
     if not rows:

@@ -242,8 +242,8 @@ def _summary(status: dict[str, Any], outcome: Outcome, settings: Settings, took:
         ("cost", f"{done.get('cost')} {done.get('currency', '')}".strip()),
         ("latency", f"{done.get('latency_ms')} ms (token events: {outcome.tokens})"),
     ]
-    if "score" in result:
-        rows.append(("match score", f"{result['score']}/100"))
+    if isinstance(result.get("match_score"), int | float):
+        rows.append(("match score", f"{result['match_score']:g}/100"))
     rows.append(("total", f"{took:.1f}s"))
     _write("--- summary ---\n" + "".join(f"{k:<12} {v}\n" for k, v in rows))
 

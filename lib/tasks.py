@@ -147,6 +147,7 @@ class Outcome:
     error_message: str = ""
     done: dict[str, Any] | None = None
     usage_rows: list[dict[str, Any]] = field(default_factory=list)
+    degraded: bool = False  # a degraded result: done, flagged, and not charged
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class TaskView:
     error: dict[str, str] | None
     usage: dict[str, Any] | None
     fields: dict[str, str]
+    degraded: bool = False
 
     def public(self) -> dict[str, Any]:
         """The JSON the producer returns for `GET /api/tasks/{id}`."""
@@ -195,6 +197,7 @@ class TaskView:
             "finished_ms": self.finished_ms,
             "wait_ms": self.wait_ms,
             "result": self.result,
+            "degraded": self.degraded,
             "error": self.error,
             "usage": self.usage,
         }
@@ -234,6 +237,7 @@ def _view(fields: dict[str, str], position: int | None) -> TaskView:
         error=error,
         usage=_json(fields.get("usage")),
         fields=fields,
+        degraded=fields.get("degraded") == "1",
     )
 
 
@@ -546,6 +550,7 @@ class TaskStore:
                 self.settings.events_ttl_s,
                 self.settings.task_ttl_s,
                 message_id,
+                "1" if outcome.degraded else "",
                 *prices,
             ],
         )

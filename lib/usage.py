@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import psycopg
 from psycopg import sql
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from lib import db, keys
 from lib.errors import ServiceUnavailable
@@ -23,24 +23,29 @@ logger = logging.getLogger(__name__)
 
 TABLE = "llm_usage_logs"
 _ROWS_FIELD = "rows"
-# Columns written by the drain (everything but the serial id), in COPY order.
+ERROR_CHARS = 500  # the specified bound of `error_message`
+# Columns written by the drain (everything but the serial id), in the table's order:
+# the specified ones, then this project's additions (migration 0002).
 COLUMNS: tuple[str, ...] = (
-    "source_id",
     "user_id",
     "service_id",
-    "template",
+    "task_template_id",
     "provider",
-    "model",
+    "model_id",
     "input_tokens",
     "output_tokens",
     "total_tokens",
     "latency_ms",
     "cost",
-    "currency",
     "is_stream",
-    "success",
+    "is_success",
     "error_message",
     "created_at",
+    "source_id",
+    "currency",
+    "task_id",
+    "attempt",
+    "is_degraded",
 )
 
 
@@ -48,26 +53,39 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _bounded(value: Any) -> Any:
+    return value[:ERROR_CHARS] if isinstance(value, str) else value
+
+
 class UsageRecord(BaseModel):
-    """One LLM attempt (failed and fallback ones too), as the provider reported it."""
+    """One LLM attempt (failed and fallback ones too), as the provider reported it.
+
+    Field names are the `llm_usage_logs` columns. Rows queued by an older release
+    (`template`, `model`, `success`) still validate: a deploy never strands the
+    entries waiting in the usage stream.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     user_id: str
     service_id: str
-    template: str
+    task_template_id: str = Field(validation_alias=AliasChoices("task_template_id", "template"))
     provider: str
-    model: str
+    model_id: str = Field(validation_alias=AliasChoices("model_id", "model"))
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
     latency_ms: int = 0
     cost: Decimal = Decimal(0)
-    currency: str = "CNY"
     is_stream: bool = False
-    success: bool
-    error_message: str | None = None
+    is_success: bool = Field(validation_alias=AliasChoices("is_success", "success"))
+    error_message: Annotated[str | None, BeforeValidator(_bounded)] = None
     created_at: datetime = Field(default_factory=_now)
+    # Additions:
+    currency: str = "CNY"
+    task_id: str | None = None
+    attempt: int | None = None
+    is_degraded: bool = False  # an attempt of a task that ended with a degraded result
 
     def row(self, source_id: str) -> tuple[Any, ...]:
         """The values in `COLUMNS` order."""
@@ -221,8 +239,8 @@ class UsageBucket:
     """One user's usage for one day, model and template."""
 
     day: date
-    model: str
-    template: str
+    model_id: str
+    task_template_id: str
     calls: int
     input_tokens: int
     output_tokens: int
@@ -236,9 +254,10 @@ class ModelUsage:
     """Operator view of one provider and model over a period."""
 
     provider: str
-    model: str
+    model_id: str
     calls: int
     successes: int
+    degraded: int
     input_tokens: int
     output_tokens: int
     total_tokens: int
@@ -274,9 +293,8 @@ async def usage_for_user(database_url: str, user_id: str, days: int = 30) -> lis
         ServiceUnavailable: Postgres is unreachable.
     """
     query = sql.SQL(
-        "SELECT (created_at AT TIME ZONE 'UTC')::date AS day, model, template, currency, "
-        + _SUMS
-        + " FROM {table} WHERE user_id = %(user)s"
+        "SELECT (created_at AT TIME ZONE 'UTC')::date AS day, model_id, task_template_id,"
+        " currency, " + _SUMS + " FROM {table} WHERE user_id = %(user)s"
         " AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
         " - make_interval(days => %(back)s)"
         " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
@@ -293,20 +311,21 @@ async def usage_summary(database_url: str, days: int = 7) -> list[ModelUsage]:
         days: how far back (24-hour periods from now).
 
     Returns:
-        One row per provider, model and currency: calls, success count,
-        tokens, cost and p50/p95 latency.
+        One row per provider, model and currency: calls, success count, calls
+        of tasks that ended degraded, tokens, cost and p50/p95 latency.
 
     Raises:
         ServiceUnavailable: Postgres is unreachable.
     """
     query = sql.SQL(
-        "SELECT provider, model, currency, "
+        "SELECT provider, model_id, currency, "
         + _SUMS
-        + ", count(*) FILTER (WHERE success) AS successes,"
+        + ", count(*) FILTER (WHERE is_success) AS successes,"
+        " count(*) FILTER (WHERE is_degraded) AS degraded,"
         " percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_latency_ms,"
         " percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95_latency_ms"
         " FROM {table} WHERE created_at >= now() - make_interval(days => %(days)s)"
-        " GROUP BY provider, model, currency ORDER BY provider, model, currency"
+        " GROUP BY provider, model_id, currency ORDER BY provider, model_id, currency"
     ).format(table=sql.Identifier(TABLE))
     rows = await _fetch(database_url, query, {"days": days})
     return [ModelUsage(**row) for row in rows]

@@ -282,8 +282,9 @@ def test_usage_summary_prints_calls_per_model(
     async def log_two_calls() -> None:
         redis = TcpRedis.from_url(valkey_url)
         rows = [
-            UsageRecord(user_id="op", service_id="s", template="job_match", provider="offline",
-                        model=model, total_tokens=30, cost=Decimal("0.5"), success=ok)
+            UsageRecord(user_id="op", service_id="s", task_template_id="job_match",
+                        provider="offline", model_id=model, total_tokens=30, cost=Decimal("0.5"),
+                        is_success=ok)
             for ok in (True, False)
         ]  # fmt: skip
         await append(redis, rows)
@@ -294,5 +295,5 @@ def test_usage_summary_prints_calls_per_model(
     capsys.readouterr()
     assert main(["usage", "--days", "1"], settings=configured) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if model in x)
-    assert line.split()[2:5] == ["2", "50.0", "60"]
+    assert line.split()[2:6] == ["2", "50.0", "0", "60"]
     assert "1.0000 CNY" in line

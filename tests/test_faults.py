@@ -36,7 +36,7 @@ from tests.faults.harness import ProcessPart, ProcessStack, StackConfig, paused
 # The stack takes ~5 s to start; each scenario is budgeted to end (pass or fail) within
 # BUDGET_S of its start, so a failure is an assertion with counts, not a timeout. The
 # timeout mark is only the hang guard.
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 BUDGET_S = 52.0
 
 # The provider's profile: 200 ms to the first token. The offline job_match answer to
@@ -288,17 +288,19 @@ def redis_outage(
 ) -> Finished:
     """10 tasks streaming on 10 slots when the app's Valkey goes away for 3 s.
 
-    With the default lease (30 s): QStash's first redelivery (12 s later) comes while the
-    lost attempt's lease still runs, as it does in production. A core that waits for the
-    lease to end finishes ~35 s after the outage, hence the longer budget.
+    With the default lease (30 s): a delivery that does not ride the outage out in process
+    is redelivered (12 s later) while its lease still runs, as in production; a core that
+    then waits for the lease to end finishes ~35 s after the outage, hence the budget.
     """
-    budget = Budget(56.0)
+    budget = Budget(75.0)
     stack = make_stack(
         StackConfig(
             app_env={"GLM_FLASH_MAX_WORKERS": "10"},
             time_scale=1.0,
             model_ttft_ms=TTFT_MS,
-            model_tokens_per_s=tokens_per_s(2.0),
+            # Long enough that all 10 stream at once even when a loaded machine starts
+            # them seconds apart.
+            model_tokens_per_s=tokens_per_s(6.0),
         )
     )
 
@@ -306,7 +308,7 @@ def redis_outage(
         async with Api(stack) as api:
             reference = await _reference(api)
             tasks = await api.submit_many([f"outage-{i}" for i in range(10)])
-            streaming = await api.wait_running(tasks, 10, timeout_s=15)
+            streaming = await api.wait_running(tasks, 10, timeout_s=30)
             if request.param == "kill":
                 # The AOF (fsync always) keeps every acknowledged write across the kill.
                 stack.kill("valkey", signal.SIGKILL)

@@ -15,17 +15,22 @@ from pydantic import BaseModel
 
 from lib import db, usage
 from lib.errors import LLMError, OutputInvalid
+from lib.i18n import Lang
 from lib.llm.attempt import CallContext, RetryPolicy
 from lib.llm.dict_chunks import DictChunkCompletions
+from lib.llm.prompts import render
 from lib.llm.providers import ChatModels, EndpointProvider, ModelEndpoint
 from lib.llm.schemas import DegradedSummary
 from lib.llm.streaming import OnDelta, StreamResult, parse_output, run_stream
-from lib.llm.structured import degraded_summary, run_structured
+from lib.llm.structured import degraded_summary, run_structured, source_text
+from lib.llm.variables import validate_variables
 from lib.local.serve import ServerThread
 from lib.redisport import RedisPort
+from lib.routing import Template
 from lib.usage import UsageRecord
 from tests.fakes.pg import count, fresh_database, truncate
 from tests.fakes.provider import Break, Fail, FakeProvider, Reply, pieces
+from tests.llm_samples import variables
 
 CTX = CallContext(user_id="u1", service_id="svc", template="job_summary")
 # Generous timeouts keep a loaded machine from failing good attempts; timeout tests use TIGHT.
@@ -33,7 +38,11 @@ POLICY = RetryPolicy(retries=2, backoff_s=0.001, timeout_s=5.0, deadline_s=20.0)
 TIGHT = RetryPolicy(retries=2, backoff_s=0.001, timeout_s=1.0, deadline_s=20.0)
 MESSAGES = [
     {"role": "system", "content": "Answer in JSON."},
-    {"role": "user", "content": "Senior Python engineer. Owns the billing platform.\nLeads 4."},
+    {
+        "role": "user",
+        "content": "Summarise this.\n\n<<<JOB DESCRIPTION>>>\n"
+        "Senior Python engineer. Owns the billing platform.\nLeads 4.\n<<<END JOB DESCRIPTION>>>",
+    },
 ]
 VALID = '{"title": "Python engineer", "score": 87}'
 
@@ -86,7 +95,7 @@ async def test_malformed_then_valid_is_one_retry(
         MESSAGES, Job, [ep(base_url)], ctx=CTX, record=seen.append, policy=POLICY, models=models
     )
     assert result.value == Job(title="Python engineer", score=87) and not result.degraded
-    assert [u.success for u in result.usage] == [False, True]
+    assert [u.is_success for u in result.usage] == [False, True]
     assert list(result.usage) == seen and fake.calls() == 2
     assert fake.requests[0]["tool_choice"]["function"]["name"] == "Job"  # function calling
 
@@ -113,7 +122,7 @@ async def test_schema_violation_counts_as_invalid(
         MESSAGES, Job, [ep(base_url)], ctx=CTX, policy=POLICY, models=models
     )
     assert result.value.model_dump() == {"title": "Python engineer", "score": 87}
-    assert result.usage[0].error_message is not None and not result.usage[0].success
+    assert result.usage[0].error_message is not None and not result.usage[0].is_success
 
 
 async def test_three_malformed_fall_back_to_next_model(
@@ -125,7 +134,7 @@ async def test_three_malformed_fall_back_to_next_model(
     endpoints = [ep(base_url), ep(base_url, "glm-4.5", "zhipu")]
     result = await run_structured(MESSAGES, Job, endpoints, ctx=CTX, policy=POLICY, models=models)
     assert result.endpoint == endpoints[1] and not result.degraded
-    assert [(u.model, u.success) for u in result.usage] == [
+    assert [(u.model_id, u.is_success) for u in result.usage] == [
         ("deepseek-chat", False),
         ("deepseek-chat", False),
         ("deepseek-chat", False),
@@ -150,7 +159,7 @@ async def test_all_failing_gives_a_marked_degraded_result(
         "Owns the billing platform.",
         "Leads 4.",
     ]
-    assert result.attempts == 6 and not any(u.success for u in result.usage)
+    assert result.attempts == 6 and not any(u.is_success for u in result.usage)
 
 
 async def test_5xx_and_timeouts_are_retried(
@@ -178,7 +187,7 @@ async def test_client_error_skips_retries_and_goes_to_fallback(
     fake.script("glm-4.5", Reply(VALID))
     endpoints = [ep(base_url), ep(base_url, "glm-4.5", "zhipu")]
     result = await run_structured(MESSAGES, Job, endpoints, ctx=CTX, policy=POLICY, models=models)
-    assert [u.model for u in result.usage] == ["deepseek-chat", "glm-4.5"]
+    assert [u.model_id for u in result.usage] == ["deepseek-chat", "glm-4.5"]
     assert fake.calls("deepseek-chat") == 1
 
 
@@ -193,7 +202,12 @@ async def test_usage_comes_from_the_provider_and_is_priced(
     u = first.usage[0]
     assert (u.input_tokens, u.output_tokens, u.total_tokens) == (1000, 500, 1500)
     assert (u.cost, u.currency) == (Decimal("0.00600000"), "CNY")
-    assert (u.user_id, u.service_id, u.template, u.is_stream) == ("u1", "svc", "job_summary", False)
+    assert (u.user_id, u.service_id, u.task_template_id, u.is_stream) == (
+        "u1",
+        "svc",
+        "job_summary",
+        False,
+    )
     fake.script("deepseek-chat", Reply(VALID, usage=False))
     second = await run_structured(
         MESSAGES, Job, [ep(base_url)], ctx=CTX, policy=POLICY, models=models
@@ -227,7 +241,7 @@ async def test_structured_cancellation_stops_the_call_and_records_it(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert [(u.success, u.error_message) for u in seen] == [(False, "cancelled")]
+    assert [(u.is_success, u.error_message) for u in seen] == [(False, "cancelled")]
 
 
 def test_degraded_summary_takes_meaningful_lines_only() -> None:
@@ -237,6 +251,63 @@ def test_degraded_summary_takes_meaningful_lines_only() -> None:
     assert summary.bullets[:3] == ["Resume", "Built X。", "Led Y！"]
     assert len(summary.bullets) == 8 and summary.degraded is True
     assert summary.reason == "all models failed: boom"
+
+
+def test_degraded_summary_keeps_addresses_and_numbers_whole() -> None:
+    """Sentences end at punctuation before a space: e-mails, URLs and versions stay whole."""
+    text = (
+        "Jane Doe · jane.doe@example.com · github.com/jane\nUses Node.js and Python 3.12. Leads 4."
+    )
+    assert degraded_summary(text, "x").bullets == [
+        "Jane Doe · jane.doe@example.com · github.com/jane",
+        "Uses Node.js and Python 3.12.",
+        "Leads 4.",
+    ]
+
+
+PROMPT_LINES = (
+    "The user",
+    "RESUME",
+    "JOB DESCRIPTION",
+    "END ",
+    "JSON",
+    "slotline-task",
+    "用户",
+    "简历",
+)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize(
+    "template", ["resume_summary", "detailed_resume_summary", "job_summary", "resume_customize"]
+)
+async def test_degraded_result_comes_from_the_source_never_the_prompt(
+    fake: FakeProvider, base_url: str, models: ChatModels, template: Template, lang: Lang
+) -> None:
+    """A rendered prompt, every model failing: bullets are the document's own first lines."""
+    fake.default = Reply("garbage")
+    given = variables(template)
+    messages = render(template, lang, given)
+    source = source_text(template, validate_variables(template, given).model_dump())
+    expected = degraded_summary(source, "x").bullets
+    first_line = next(iter(given.values())).splitlines()[0]
+    assert expected[0] == first_line  # the résumé's name, the job's title
+    for explicit in (source, None):  # the worker passes the source; the default finds it too
+        result = await run_structured(
+            messages,
+            Job,
+            [ep(base_url)],
+            ctx=CTX,
+            policy=RetryPolicy(retries=0),
+            models=models,
+            degraded_source=explicit,
+        )
+        assert isinstance(result.value, DegradedSummary)
+        assert result.value.bullets == expected
+        text = " ".join(result.value.bullets)
+        assert not any(line in text for line in PROMPT_LINES), text
+    if "resume_text" in given:
+        assert "jane@example.com | +1 555 123 4567 | github.com/jane" in expected
 
 
 # --- streaming -------------------------------------------------------------------------
@@ -322,7 +393,7 @@ async def test_stream_delivers_deltas_as_they_come_and_captures_usage(
     assert sink.times[-1] - sink.times[0] > 0.03 * (len(pieces(VALID)) - 2)
     assert result.value == Job(title="Python engineer", score=87)
     u = result.usage[0]
-    assert (u.input_tokens, u.output_tokens, u.is_stream, u.success) == (
+    assert (u.input_tokens, u.output_tokens, u.is_stream, u.is_success) == (
         40,
         len(pieces(VALID)),
         True,
@@ -350,7 +421,7 @@ async def test_stream_invalid_output_raises_output_invalid(
     with pytest.raises(OutputInvalid) as caught:
         await stream(models, [ep(base_url, provider=primary)], Sink().delta, record=seen.append)
     assert caught.value.code == "output_invalid"
-    assert [u.success for u in seen] == [False] and fake.calls() == 1
+    assert [u.is_success for u in seen] == [False] and fake.calls() == 1
 
 
 async def test_stream_broken_midway_restarts_cleanly(
@@ -363,7 +434,7 @@ async def test_stream_broken_midway_restarts_cleanly(
         models, [ep(base_url, provider=primary)], sink.delta, on_restart=sink.restart
     )
     assert sink.events.count("<restart>") == 1 and sink.text == VALID
-    assert [u.success for u in result.usage] == [False, True]
+    assert [u.is_success for u in result.usage] == [False, True]
 
 
 async def test_stream_stall_times_out_and_falls_back(
@@ -380,7 +451,7 @@ async def test_stream_stall_times_out_and_falls_back(
     assert time.perf_counter() - started < 3.5  # the stall was cut at the timeout
     assert result.usage[1].error_message == "TimeoutError"
     assert result.endpoint.model_name == "glm-4.5" and sink.text == VALID
-    assert [u.success for u in result.usage] == [False, False, False, True]
+    assert [u.is_success for u in result.usage] == [False, False, False, True]
 
 
 async def test_stream_all_failing_raises_llm_error(
@@ -416,7 +487,9 @@ async def test_stream_cancellation_stops_the_stream(
     delivered = len(sink.events)
     await asyncio.sleep(0.2)
     assert len(sink.events) == delivered < len(pieces(VALID))
-    assert [(u.success, u.error_message, u.is_stream) for u in seen] == [(False, "cancelled", True)]
+    assert [(u.is_success, u.error_message, u.is_stream) for u in seen] == [
+        (False, "cancelled", True)
+    ]
 
 
 async def test_stream_callback_failure_is_not_retried(
@@ -431,7 +504,7 @@ async def test_stream_callback_failure_is_not_retried(
     seen: list[UsageRecord] = []
     with pytest.raises(KeyError):
         await stream(models, [ep(base_url, provider=primary)], broken, record=seen.append)
-    assert fake.calls() == 1 and len(seen) == 1 and not seen[0].success
+    assert fake.calls() == 1 and len(seen) == 1 and not seen[0].is_success
 
 
 @pytest.mark.parametrize(

@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from langchain_openai import ChatOpenAI
-from openai import AsyncOpenAI, BadRequestError
+from openai import AsyncOpenAI
 from pydantic import SecretStr
 
 from lib.llm.prompts import render
 from lib.llm.schemas import OUTPUT_MODELS, JobMatch, JobSummary
+from lib.local.ocr import OcrReader
 from lib.local.offline_answers import MODEL_NAME, answer
-from lib.local.offline_model import OfflineModel, create_app, start_offline_model
+from lib.local.offline_model import (
+    OfflineModel,
+    RequestError,
+    complete,
+    create_app,
+    start_offline_model,
+)
 from lib.routing import MODES, TEMPLATES
 from tests.llm_samples import JOB, JOB_ZH, PNG, RESUME, data_url, variables
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -162,17 +173,17 @@ async def test_langchain_structured_methods(offline: OfflineModel, method: str) 
         structured = llm.with_structured_output(JobSummary, method=method)  # type: ignore[arg-type]
         result = await structured.ainvoke(messages("job_summary", "en"))
     assert isinstance(result, JobSummary)
-    assert (result.title, result.company) == ("Backend Engineer", "Globex")
+    assert (result.jobTitle, result.company) == ("Backend Engineer", "Globex")
 
 
-async def test_images_refused(client: AsyncOpenAI) -> None:
-    """Image content gets a 400 in OpenAI's error shape."""
+def test_images_without_the_ocr_library_say_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No OCR installed: an image task is refused (image_not_supported) naming the extra."""
+    monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)
     rendered = messages("job_summary", "en", {"job_image": data_url(PNG)})
-    with pytest.raises(BadRequestError) as info:
-        await client.chat.completions.create(model="x", messages=rendered)
-    assert info.value.status_code == 400
+    with pytest.raises(RequestError) as info:
+        complete({"messages": rendered}, OcrReader().read)
     assert info.value.code == "image_not_supported"
-    assert "images" in info.value.message
+    assert "slotline[local]" in info.value.message
 
 
 async def test_models_endpoint(client: AsyncOpenAI) -> None:
@@ -224,12 +235,12 @@ def test_match_scores_overlap_with_evidence() -> None:
         answer("job_match", "en", {"resume_text": RESUME, "job_text": JOB})
     )
     # Required: Python, Kubernetes, PostgreSQL (2 of 3 met); preferred: Kafka, GraphQL (1 of 2).
-    assert result.score == round(100 * (2 + 0.5) / (3 + 1))
+    assert result.match_score == round(100 * (2 + 0.5) / (3 + 1))
     points = {s.point: s.evidence for s in result.strengths}
     assert points["Matches the job's required skill PostgreSQL"] == (
         "Ran PostgreSQL and Redis on AWS with Docker"
     )
-    assert [w.gap for w in result.weaknesses] == [
+    assert [w.point for w in result.weaknesses] == [
         "The job requires Kubernetes; the résumé does not mention it."
     ]
     assert "offline keyword baseline" in result.overall_assessment.lower()
@@ -238,9 +249,9 @@ def test_match_scores_overlap_with_evidence() -> None:
 def test_zh_job_summary_keeps_requirements() -> None:
     """A Chinese job post: title, company, must-haves and nice-to-haves from its lines."""
     result = JobSummary.model_validate(answer("job_summary", "zh", {"job_text": JOB_ZH}))
-    assert (result.title, result.company) == ("高级后端工程师", "某某科技有限公司")
-    assert result.must_haves == ["精通 Python，熟悉 Kubernetes"]
-    assert result.nice_to_haves == ["有大模型经验者优先"]
+    assert (result.jobTitle, result.company) == ("高级后端工程师", "某某科技有限公司")
+    assert result.mustHaves == ["精通 Python，熟悉 Kubernetes"]
+    assert result.niceToHaves == ["有大模型经验者优先"]
 
 
 def test_detailed_summary_copies_every_section() -> None:
@@ -248,11 +259,51 @@ def test_detailed_summary_copies_every_section() -> None:
     result = answer("detailed_resume_summary", "en", {"detailed_resume_text": RESUME})
     assert result["certifications"] == ["AWS Certified Developer"]
     assert result["extra_sections"] == [{"title": "Awards", "items": ["Hackathon winner 2019"]}]
-    assert [e["organization"] for e in result["experience"]] == ["Acme Corp", "Beta Ltd"]
+    assert [e["company"] for e in result["experience"]] == ["Acme Corp", "Beta Ltd"]
 
 
 def test_customization_adds_no_missing_skill() -> None:
     """The tailored résumé never lists a required skill the résumé lacks."""
     result = answer("resume_customize", "en", {"resume_text": RESUME, "job_text": JOB})
-    assert "Kubernetes" not in result["markdown"]
-    assert any("Not added: Kubernetes" in c["change"] for c in result["changes"])
+    assert "Kubernetes" not in result["customized_resume_markdown"]
+    assert any(
+        "Not added: Kubernetes" in c["change_reason"] for c in result["customization_summary"]
+    )
+
+
+def test_resume_header_fields() -> None:
+    """The header sorts the contact line into name, email, phone, github; the rest is kept."""
+    header = answer("resume_summary", "en", {"resume_text": RESUME})["header"]
+    assert header == {
+        "name": "Jane Doe",
+        "email": "jane@example.com",
+        "phone": "+1 555 123 4567",
+        "linkedin": None,
+        "github": "github.com/jane",
+        "headline": "Senior Backend Engineer",
+        "other_contacts": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "lang", "title", "company", "location"),
+    [
+        (
+            "job.en.txt",
+            "en",
+            "Senior Python Backend Engineer, AI Platform",
+            "Northwind Labs",
+            "Singapore or remote, APAC",
+        ),
+        ("job.zh.txt", "zh", "高级 Python 后端工程师（AI 平台方向）", "智联未来科技", "上海"),
+    ],
+)
+def test_example_job_posts(name: str, lang: str, title: str, company: str, location: str) -> None:
+    """The shipped examples: "Title — Company (Location)" split, headings without colons read."""
+    text = (EXAMPLES / name).read_text(encoding="utf-8")
+    result = JobSummary.model_validate(answer("job_summary", lang, {"job_text": text}))
+    assert (result.jobTitle, result.company, result.location) == (title, company, location)
+    requirements = text.split("\n\n")[3 if lang == "en" else 2]
+    assert result.mustHaves == [line[2:] for line in requirements.splitlines()[1:]]
+    assert len(result.niceToHaves) == (5 if lang == "en" else 3)
+    assert not any(h in result.mustHaves + result.niceToHaves for h in ("Nice to have", "加分项"))

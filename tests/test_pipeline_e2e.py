@@ -33,19 +33,19 @@ ROOT = Path(__file__).resolve().parent.parent
 RESUME = "Backend engineer. Python, Redis, PostgreSQL, Docker. Built queues at Acme 2019-2024."
 JOB = "Senior Python engineer. Must have: Python, Redis, Kafka. Nice: Docker."
 MATCH = {
-    "score": 70,
+    "match_score": 70,
     "overall_assessment": "Good overlap.",
     "strengths": [{"point": "Python", "evidence": "Python services"}],
-    "weaknesses": [{"gap": "Kafka", "suggestion": "Learn Kafka"}],
+    "weaknesses": [{"point": "Kafka", "suggestion": "Learn Kafka"}],
     "cover_letter_script": "Dear team, ...",
 }
 SUMMARY = {
-    "title": "Engineer",
+    "jobTitle": "Engineer",
     "company": "Acme",
-    "location": "",
+    "mustHaves": ["Python"],
+    "niceToHaves": [],
+    "location": None,
     "summary": "Builds things.",
-    "must_haves": ["Python"],
-    "nice_to_haves": [],
 }
 # 1x1 transparent PNG
 PNG = (
@@ -154,7 +154,7 @@ async def test_three_text_tasks_with_one_slot_run_one_after_another(
     spans = sorted((d["started_ms"], d["finished_ms"]) for d in done)
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, spans
-    assert done[0]["result"]["score"] == 70
+    assert done[0]["result"]["match_score"] == 70
     await assert_counters_zero(client)
 
 
@@ -218,6 +218,68 @@ async def test_paid_and_free_reach_their_own_routes_and_pools(
     finally:
         await redis.aclose()
     assert fake.calls("deepseek-chat") == 1 and fake.calls("glm-4.5-flash") == 1
+    await assert_counters_zero(client)
+
+
+DEGRADED_RESUME = """Jane Doe
+jane.doe@example.com | +1 555 123 4567
+Backend engineer. Python and Redis since 2015.
+Built the billing queue at Acme.
+"""
+
+
+async def test_degraded_result_is_flagged_refunded_and_built_from_the_resume(
+    client: httpx.AsyncClient, stack: StackInfo, provider: tuple[FakeProvider, str]
+) -> None:
+    """Every model failing: done but degraded (status, result, done), refunded, rows flagged."""
+    import psycopg
+
+    fake, _ = provider
+    fake.defaults["deepseek-chat"] = Reply("not json at all")
+    fake.defaults["glm-4.5"] = Reply("still not json")
+    user = f"degraded-{time.monotonic_ns()}"
+    redis = TcpRedis.from_url(stack.redis_url)
+    try:
+        await grant(redis, user, 1)
+        task = await submit(client, stack, user, "resume_summary", {"resume_text": DEGRADED_RESUME})
+        assert task["tier"] == "paid"
+        status = await wait_done(client, stack, user, task["task_id"])
+        assert await redis.execute("GET", keys.quota(user)) == "1"  # the unit came back
+    finally:
+        await redis.aclose()
+    assert (status["status"], status["degraded"]) == ("done", True)
+    result = status["result"]
+    assert result["degraded"] is True
+    assert result["bullets"] == [
+        "Jane Doe",
+        "jane.doe@example.com | +1 555 123 4567",
+        "Backend engineer.",
+        "Python and Redis since 2015.",
+        "Built the billing queue at Acme.",
+    ]
+    events = (
+        await client.get(
+            f"/api/tasks/{task['task_id']}/events?after=0-0&wait=0",
+            headers={**bearer(stack, user), "Accept": "application/json"},
+        )
+    ).json()["events"]
+    by_type = {e["type"]: e["data"] for e in events}
+    assert by_type["result"]["degraded"] is True and by_type["done"]["degraded"] is True
+    deadline = time.monotonic() + 20
+    while True:  # the worker drains usage rows after the task, in the background
+        with psycopg.connect(stack.database_url) as conn:
+            rows = conn.execute(
+                "SELECT model_id, is_success, is_degraded, task_id, attempt, task_template_id"
+                " FROM llm_usage_logs WHERE user_id = %s ORDER BY id",
+                (user,),
+            ).fetchall()
+        if len(rows) == 2 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert rows == [
+        (model, False, True, task["task_id"], 1, "resume_summary")
+        for model in ("deepseek-chat", "glm-4.5")
+    ]
     await assert_counters_zero(client)
 
 

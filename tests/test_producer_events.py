@@ -57,7 +57,7 @@ async def _run_worker(
         if delay:
             await asyncio.sleep(delay)
         await events.append(redis, key, "token", {"text": text}, ttl_s=60)
-    await events.append(redis, key, "result", {"score": 80}, ttl_s=60)
+    await events.append(redis, key, "result", {"match_score": 80}, ttl_s=60)
     await events.append(redis, key, "done", {"usage": {"total_tokens": 12}}, ttl_s=60)
     if status and task_id:
         await redis.execute("HSET", keys.task(task_id), "status", "done")

@@ -129,13 +129,13 @@ async def test_usage_with_database(tmp_path: Path, redis: RedisPort, postgres_ur
         UsageRecord(
             user_id=user,
             service_id="default",
-            template="job_match",
+            task_template_id="job_match",
             provider="zhipu",
-            model="glm-4.5-flash",
+            model_id="glm-4.5-flash",
             input_tokens=10,
             output_tokens=n,
             total_tokens=10 + n,
-            success=True,
+            is_success=True,
         )
         for user, n in ((me, 5), (me, 7), (other, 100))
     ]
@@ -148,7 +148,8 @@ async def test_usage_with_database(tmp_path: Path, redis: RedisPort, postgres_ur
     body = resp.json()
     assert (body["user_id"], body["days"]) == (me, 7)
     [bucket] = body["usage"]
-    assert (bucket["calls"], bucket["output_tokens"], bucket["model"]) == (2, 12, "glm-4.5-flash")
+    assert (bucket["calls"], bucket["output_tokens"]) == (2, 12)
+    assert (bucket["model_id"], bucket["task_template_id"]) == ("glm-4.5-flash", "job_match")
 
 
 async def test_healthz(app: Any) -> None:

@@ -21,8 +21,8 @@ def test_catalog_lists_six_templates() -> None:
         assert entry["output"]["type"] == "object" and entry["output"]["required"]
     match = next(e for e in entries if e["name"] == "job_match")
     assert match["variables"]["required"] == ["resume_text", "job_text"]
-    score = match["output"]["properties"]["score"]
-    assert (score["minimum"], score["maximum"]) == (0, 100)
+    score = match["output"]["properties"]["match_score"]
+    assert (score["type"], score["minimum"], score["maximum"]) == ("number", 0, 100)
 
 
 def test_catalog_entries_are_copies() -> None:

@@ -154,9 +154,10 @@ async def test_a_dead_attempt_gets_its_usage_row_with_what_it_streamed(redis: Re
     assert isinstance(await q.deliver(0, NOW + 1500), Run)
     entries = await redis.execute("XRANGE", keys.usage_stream(), "-", "+")
     [row] = json.loads(pairs_to_dict(entries[0][1])["rows"])
-    assert row["model"] == "glm-4.5-flash" and row["provider"] == "zhipu"
-    assert (row["output_tokens"], row["success"], row["is_stream"]) == (7, False, True)
+    assert row["model_id"] == "glm-4.5-flash" and row["provider"] == "zhipu"
+    assert (row["output_tokens"], row["is_success"], row["is_stream"]) == (7, False, True)
     assert row["error_message"].startswith("lost") and row["latency_ms"] == 1500
+    assert (row["task_id"], row["attempt"], row["task_template_id"]) == (q.id(0), 1, "job_match")
     from lib.usage import UsageRecord
 
     record = UsageRecord.model_validate(row)  # the drain accepts it
@@ -282,4 +283,4 @@ async def test_failing_a_dead_attempt_releases_its_lease_and_logs_it(redis: Redi
     assert await leftovers(redis) == []
     entries = await redis.execute("XRANGE", keys.usage_stream(), "-", "+")
     [row] = json.loads(pairs_to_dict(entries[0][1])["rows"])
-    assert row["success"] is False and row["error_message"].startswith("lost")
+    assert row["is_success"] is False and row["error_message"].startswith("lost")

@@ -55,9 +55,9 @@ def test_unknown_template() -> None:
 
 def test_summaries_accept_objects() -> None:
     """An earlier task's JSON result is accepted as a summary and carried as JSON text."""
-    given = {**variables("job_match"), "job_summary": {"title": "Dev", "must_haves": ["Go"]}}
+    given = {**variables("job_match"), "job_summary": {"jobTitle": "Dev", "mustHaves": ["Go"]}}
     validated = validate_variables("job_match", given)
-    assert validated.job_summary == '{"title": "Dev", "must_haves": ["Go"]}'  # type: ignore[attr-defined]
+    assert validated.job_summary == '{"jobTitle": "Dev", "mustHaves": ["Go"]}'  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

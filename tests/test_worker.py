@@ -33,11 +33,17 @@ class ScriptedRunner:
     """A runner standing in for the LLM layer: emits scripted deltas, then answers or fails."""
 
     def __init__(
-        self, deltas: list[str], *, delay: float = 0.0, fail: Exception | None = None
+        self,
+        deltas: list[str],
+        *,
+        delay: float = 0.0,
+        fail: Exception | None = None,
+        degraded: bool = False,
     ) -> None:
         self.deltas = deltas
         self.delay = delay
         self.fail = fail
+        self.degraded = degraded
         self.calls: list[tuple[str, str]] = []
 
     async def run(
@@ -54,9 +60,11 @@ class ScriptedRunner:
             await asyncio.sleep(self.delay)
             await on_delta(delta)
         ok = self.fail is None
-        record({"success": ok, "input_tokens": 10, "output_tokens": 5, "total_tokens": 15})
+        record({"is_success": ok, "input_tokens": 10, "output_tokens": 5, "total_tokens": 15})
         if self.fail is not None:
             raise self.fail
+        if self.degraded:
+            return RunOutput({"degraded": True, "bullets": self.deltas}, model, degraded=True)
         return RunOutput({"text": "".join(self.deltas)}, model)
 
 
@@ -247,6 +255,47 @@ async def test_runner_failure_fails_task_refunds_and_localizes(
     assert error["code"] == "llm_error" and "退还" in error["message"]
     assert await redis.execute("GET", keys.quota("u1")) == "1"
     assert await redis.execute("ZCARD", keys.model_pool("deepseek-chat", "paid")) == 0
+
+
+async def test_degraded_result_is_done_flagged_and_refunded(
+    redis: RedisPort, client_for: Any
+) -> None:
+    """A degraded result: done, `degraded` in status and done event, the unit back, rows say so."""
+    settings = make_settings()
+    await redis.execute("SET", keys.quota("u1"), 1)
+    client = client_for(ScriptedRunner(["Jane Doe"], degraded=True), settings)
+    msg = await admit(redis, settings)
+    assert msg.tier == "paid" and await redis.execute("GET", keys.quota("u1")) == "0"
+    path, body, headers = signed(msg)
+    response = await client.post(path, content=body, headers=headers)
+    assert response.status_code == 200 and response.json()["status"] == "done"
+    assert await redis.execute("GET", keys.quota("u1")) == "1"
+    view = (await TaskStore(redis, settings).get(msg.task_id, "u1")).public()
+    assert (view["status"], view["degraded"], view["result"]["degraded"]) == ("done", True, True)
+    events = await event_types(redis, msg)
+    assert [e["type"] for e in events][-2:] == ["result", "done"]
+    assert json.loads(events[-2]["data"])["degraded"] is True
+    assert json.loads(events[-1]["data"])["degraded"] is True
+    assert await redis.execute("HGET", keys.task(msg.task_id), "refunded") == "1"
+    [entry] = await redis.execute("XRANGE", keys.usage_stream(), "-", "+")
+    [row] = json.loads(pairs_to_dict(entry[1])["rows"])
+    assert (row["is_degraded"], row["task_id"], row["attempt"]) == (True, msg.task_id, 1)
+
+
+async def test_a_good_result_is_charged_and_not_flagged(redis: RedisPort, client_for: Any) -> None:
+    """The same paid task answered normally keeps its unit spent and `degraded` false."""
+    settings = make_settings()
+    await redis.execute("SET", keys.quota("u1"), 1)
+    client = client_for(ScriptedRunner(["ok"]), settings)
+    msg = await admit(redis, settings)
+    path, body, headers = signed(msg)
+    assert (await client.post(path, content=body, headers=headers)).json()["status"] == "done"
+    assert await redis.execute("GET", keys.quota("u1")) == "0"
+    view = (await TaskStore(redis, settings).get(msg.task_id, "u1")).public()
+    assert view["degraded"] is False
+    [entry] = await redis.execute("XRANGE", keys.usage_stream(), "-", "+")
+    [row] = json.loads(pairs_to_dict(entry[1])["rows"])
+    assert "is_degraded" not in row and row["task_id"] == msg.task_id
 
 
 async def test_redelivery_after_done_is_acknowledged_without_running(

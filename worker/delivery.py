@@ -117,7 +117,7 @@ async def renewed(store: TaskStore, run: Run, work: asyncio.Task[Any]) -> AsyncI
 
 
 def _done_data(rows: list[dict[str, Any]], output: RunOutput, started: float) -> dict[str, Any]:
-    ok = [r for r in rows if r.get("success")]
+    ok = [r for r in rows if r.get("is_success")]
     usage = {
         "input_tokens": sum(int(r.get("input_tokens", 0)) for r in ok),
         "output_tokens": sum(int(r.get("output_tokens", 0)) for r in ok),
@@ -195,14 +195,23 @@ async def _run(
                 # The LLM layer starts over on another model: clients reset their text.
                 await batcher.restart({"attempt": run.attempt})
 
+            def record(row: dict[str, Any]) -> None:
+                rows.append(row | {"task_id": msg.task_id, "attempt": run.attempt})
+
             work = asyncio.create_task(
-                runner.run(
-                    msg, run.model, on_delta=batcher.add, on_restart=restart, record=rows.append
-                )
+                runner.run(msg, run.model, on_delta=batcher.add, on_restart=restart, record=record)
             )
             async with renewed(store, run, work):
                 output = await asyncio.wait_for(work, settings.worker_time_limit_s)
-        outcome = Outcome("done", result=output.result, done=_done_data(rows, output, started))
+        if output.degraded:
+            # Every model failed: the rows say so, and the user is not charged.
+            rows[:] = [row | {"is_degraded": True} for row in rows]
+        outcome = Outcome(
+            "done",
+            result=output.result,
+            done=_done_data(rows, output, started),
+            degraded=output.degraded,
+        )
     except Fenced:
         # Another delivery took the task over (or it ended): finish says which.
         outcome = Outcome("lost")

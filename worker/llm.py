@@ -9,7 +9,7 @@ from lib.llm.prompts import render
 from lib.llm.providers import ChatModels, ModelEndpoint, resolve_endpoints
 from lib.llm.schemas import OUTPUT_MODELS
 from lib.llm.streaming import run_stream
-from lib.llm.structured import run_structured
+from lib.llm.structured import run_structured, source_text
 from lib.llm.variables import validate_variables
 from lib.messages import TaskMessage
 from lib.redisport import RedisPort
@@ -100,6 +100,7 @@ class LLMRunner:
             record=sink,
             policy=self.policy,
             models=self.models,
+            degraded_source=source_text(msg.template, variables.model_dump()),
             prices=self.settings.prices,
         )
         return RunOutput(

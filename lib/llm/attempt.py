@@ -149,9 +149,9 @@ class Attempt:
         self.done = UsageRecord(
             user_id=self.ctx.user_id,
             service_id=self.ctx.service_id,
-            template=self.ctx.template,
+            task_template_id=self.ctx.template,
             provider=self.endpoint.provider,
-            model=self.endpoint.model_name,
+            model_id=self.endpoint.model_name,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             total_tokens=total,
@@ -159,7 +159,7 @@ class Attempt:
             cost=amount,
             currency=currency,
             is_stream=self.stream,
-            success=error is None,
+            is_success=error is None,
             error_message=None if error is None else describe(error),
         )
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -22,6 +22,7 @@ from lib.llm.attempt import (
     failure_kind,
 )
 from lib.llm.cost import PriceTable
+from lib.llm.prompts import extract_inputs
 from lib.llm.providers import ChatModels, ModelEndpoint
 from lib.llm.schemas import DegradedSummary
 from lib.usage import UsageRecord
@@ -32,8 +33,18 @@ T = TypeVar("T", bound=BaseModel)
 
 DEGRADED_BULLETS = 8
 _BULLET_CHARS = 200
-_SPLIT = re.compile(r"[\r\n]+|(?<=[.!?。！？；;])\s*")
-_TRIM = " \t-*•#>|=<`\"'"
+# Lines, then sentences: ASCII punctuation ends one only before whitespace (an e-mail
+# address, a URL, "3.5" or "Node.js" stay whole); CJK punctuation ends one at once.
+_SPLIT = re.compile(r"[\r\n]+|(?<=[.!?;])\s+|(?<=[。！？；])")
+_TRIM = " \t-*•·#>|=<`\"'"
+# The source texts a degraded result is built from, per structured template: the
+# user's own document, never the prompt around it.
+DEGRADED_SOURCES: dict[str, tuple[str, ...]] = {
+    "resume_summary": ("resume_text",),
+    "detailed_resume_summary": ("detailed_resume_text",),
+    "job_summary": ("job_text",),
+    "resume_customize": ("resume_text",),
+}
 
 
 @dataclass(frozen=True)
@@ -77,8 +88,9 @@ async def run_structured(
         record: called with each attempt's usage record as soon as it ends.
         policy: retries, backoff and timeouts (defaults: `RetryPolicy()`).
         models: chat models to reuse (a process-wide cache); built when None.
-        degraded_source: the text the degraded summary is built from
-            (default: the user messages).
+        degraded_source: the source text the degraded summary is built from (see
+            `source_text`); default: the delimited inputs of the user messages, never
+            the prompt's own lines.
         prices: price table (default: settings).
 
     Returns:
@@ -141,30 +153,42 @@ async def run_structured(
                 last_error,
             )
     logger.error("structured %s: every model failed, degraded result", ctx.template)
-    text = degraded_source if degraded_source is not None else user_text(messages)
+    text = degraded_source if degraded_source is not None else delimited_inputs(messages)
     return StructuredResult(degraded_summary(text, last_error), True, None, tuple(records))
 
 
-def user_text(messages: Sequence[Message]) -> str:
-    """The text of the user messages (image parts skipped)."""
+def source_text(template: str, variables: Mapping[str, Any]) -> str:
+    """The user's own text a degraded `template` result is built from.
+
+    Args:
+        template: a structured template.
+        variables: the task's validated variables (`model_dump()`).
+
+    Returns:
+        The template's source variables (`DEGRADED_SOURCES`; any other template: every
+        text variable), joined; empty when there is none (an image-only job).
+    """
+    names = DEGRADED_SOURCES.get(template) or tuple(variables)
+    values = [variables.get(name) for name in names]
+    return "\n".join(v for v in values if isinstance(v, str) and not v.startswith("data:"))
+
+
+def delimited_inputs(messages: Sequence[Message]) -> str:
+    """The inputs between delimiters in the user messages (image parts skipped)."""
     texts: list[str] = []
     for message in messages:
         if message.get("role") != "user":
             continue
         content = message.get("content")
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            texts.extend(
-                str(part.get("text", ""))
-                for part in content
-                if isinstance(part, dict) and part.get("type") == "text"
-            )
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        for part in parts:
+            if isinstance(part, dict) and part.get("type") == "text":
+                texts.extend(extract_inputs(str(part.get("text") or "")).values())
     return "\n".join(texts)
 
 
 def degraded_summary(text: str, reason: str) -> DegradedSummary:
-    """Bullet points taken verbatim from the input's first meaningful lines, flagged degraded."""
+    """Bullet points taken verbatim from the source's first meaningful lines, flagged degraded."""
     bullets: list[str] = []
     for piece in _SPLIT.split(text):
         line = piece.strip(_TRIM)

@@ -175,6 +175,7 @@ SECTION_WORDS: dict[str, tuple[str, ...]] = {
     "projects": ("projects", "project experience", "项目经历", "项目经验", "项目"),
     "certifications": ("certifications", "certificates", "licenses", "证书", "资格证书"),
     "languages": ("languages", "语言", "语言能力"),
+    "contact": ("contact", "contacts", "contact information", "联系方式", "联系信息"),
 }
 _WORD_TO_KIND = {w: kind for kind, words in SECTION_WORDS.items() for w in words}
 _BULLET = re.compile(r"^\s*(?:[-*•·●▪‣–]|\d{1,2}[.)、])\s*")
@@ -185,6 +186,8 @@ PERIOD = re.compile(
 )
 _SPLIT = re.compile(r"\s+at\s+|\s*[|｜@]\s*|\s+[-–—]\s+|\s*[,，]\s*")
 _CONTACT = re.compile(r"@|https?://|www\.|linkedin|github|\+?\d[\d ()-]{6,}\d", re.I)
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"(?:[^\d+]{0,12})?\+?\d[\d ()-]{6,}\d")
 
 
 def clean(line: str) -> str:
@@ -273,14 +276,48 @@ def entries(lines: list[str]) -> list[Entry]:
     return found
 
 
-def contact_items(head: list[str]) -> list[str]:
-    """Contact pieces from a résumé head: e-mails, phones, links, verbatim."""
-    items: list[str] = []
-    for line in head[1:]:
-        for piece in re.split(r"\s*[|｜·•]\s*", line):
-            if piece and _CONTACT.search(piece):
-                items.append(piece.strip())
-    return items
+def head_pieces(lines: list[str]) -> list[str]:
+    """The pieces of a résumé's head lines, split on `|`, `·`, `•` (verbatim, in order)."""
+    return [
+        piece.strip()
+        for line in lines
+        for piece in re.split(r"\s*[|｜·•]\s*", clean(line))
+        if piece.strip()
+    ]
+
+
+def is_contact(piece: str) -> bool:
+    """Whether a head piece is a contact item (e-mail, phone, link)."""
+    return bool(_CONTACT.search(piece))
+
+
+@dataclass
+class Contacts:
+    """A résumé's contact items sorted into the header's fields; the rest kept in order."""
+
+    email: str | None = None
+    phone: str | None = None
+    linkedin: str | None = None
+    github: str | None = None
+    others: list[str] = field(default_factory=list)
+
+
+def sort_contacts(pieces: list[str]) -> Contacts:
+    """E-mail, phone, LinkedIn and GitHub (the first of each), verbatim; others after."""
+    found = Contacts()
+    for piece in pieces:
+        email = _EMAIL.search(piece)
+        if "linkedin" in piece.lower() and found.linkedin is None:
+            found.linkedin = piece
+        elif "github" in piece.lower() and found.github is None:
+            found.github = piece
+        elif email and found.email is None:
+            found.email = email.group(0)
+        elif _PHONE.fullmatch(piece) and found.phone is None:
+            found.phone = piece
+        else:
+            found.others.append(piece)
+    return found
 
 
 def list_items(lines: list[str]) -> list[str]:

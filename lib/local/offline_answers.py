@@ -13,120 +13,17 @@ from lib.local.keywords import (
     Entry,
     Skill,
     clean,
-    contact_items,
     entries,
     evidence_line,
     extract_skills,
     list_items,
-    parse,
 )
+from lib.local.offline_reading import Job, Resume, read_job, read_resume
 from lib.local.offline_texts import T
 
 MODEL_NAME = "offline-keyword-baseline"
+IMAGE_TEXT = "job_image_text"  # the input the offline server adds: the job image's OCR text
 _INSTITUTION = re.compile(r"universit|college|school|institute|academy|大学|学院|学校", re.I)
-_NICE = re.compile(r"nice to have|preferred|a plus|bonus|desirable|优先|加分|更佳|者佳", re.I)
-_MUST = re.compile(
-    r"required|requirement|must|need|proficien|experience (?:with|in)|years|"
-    r"要求|必须|必备|熟悉|精通|掌握|熟练|具备|以上",
-    re.I,
-)
-_REQ_HEADING = re.compile(r"requirement|qualification|must|what you|you have|要求|任职|资格", re.I)
-_NICE_HEADING = re.compile(r"nice|prefer|bonus|plus|加分|优先", re.I)
-_FIELD = r"\s*[:：]\s*(.+)$"
-_TITLE = re.compile(r"^(?:job title|title|position|role|职位名称|职位|岗位)" + _FIELD, re.I)
-_COMPANY = re.compile(r"^(?:company|employer|organi[sz]ation|公司名称|公司|企业)" + _FIELD, re.I)
-_LOCATION = re.compile(r"^(?:location|based in|city|工作地点|地点|城市|base)" + _FIELD, re.I)
-_AT_COMPANY = re.compile(r"\bat\s+([A-Z][\w&.'-]*(?:\s+[A-Z][\w&.'-]*){0,3})")
-
-
-@dataclass
-class Resume:
-    """What the baseline reads from a résumé."""
-
-    doc: Document
-    name: str
-    headline: str
-    contact: list[str]
-    experience: list[Entry]
-    skills: list[Skill]
-
-
-@dataclass
-class Job:
-    """What the baseline reads from a job post."""
-
-    title: str
-    company: str
-    location: str
-    must_lines: list[str]
-    nice_lines: list[str]
-    must: list[Skill]
-    nice: list[Skill]
-    skills: list[Skill]
-
-
-def read_resume(text: str) -> Resume:
-    """Parse a résumé's header, positions and skills."""
-    doc = parse(text)
-    head = doc.head or doc.lines[:1]
-    contact = contact_items(head)
-    rest = [clean(line) for line in head[1:] if not any(c in line for c in contact)]
-    exp_lines = [line for s in doc.kind("experience") for line in s.lines]
-    return Resume(
-        doc=doc,
-        name=clean(head[0])[:120] if head else "",
-        headline=rest[0][:200] if rest else "",
-        contact=contact,
-        experience=entries(exp_lines),
-        skills=extract_skills(text),
-    )
-
-
-def read_job(text: str) -> Job:
-    """Parse a job post's title, company, and required and preferred lines."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    title = company = location = ""
-    must_lines: list[str] = []
-    nice_lines: list[str] = []
-    section = "other"
-    for line in lines:
-        bare = clean(line)
-        if m := _TITLE.match(bare):
-            title = title or m.group(1).strip()
-            continue
-        if m := _COMPANY.match(bare):
-            company = company or m.group(1).strip()
-            continue
-        if m := _LOCATION.match(bare):
-            location = location or m.group(1).strip()
-            continue
-        if len(bare) <= 40 and (line.startswith("#") or bare.endswith((":", "："))):
-            section = (
-                "nice"
-                if _NICE_HEADING.search(bare)
-                else "must"
-                if _REQ_HEADING.search(bare)
-                else "other"
-            )
-            continue
-        if _NICE.search(bare) or section == "nice":
-            nice_lines.append(bare[:300])
-        elif section == "must" or (_MUST.search(bare) and extract_skills(bare)):
-            must_lines.append(bare[:300])
-    title = title or (clean(lines[0])[:200] if lines else "")
-    if not company and (m := _AT_COMPANY.search(" ".join(lines[:3]))):
-        company = m.group(1)
-    skills = extract_skills(text)
-    must_text = "\n".join(must_lines) if must_lines else _without(text, nice_lines)
-    must = extract_skills(must_text)
-    must_keys = {s.key for s in must}
-    nice = [s for s in extract_skills("\n".join(nice_lines)) if s.key not in must_keys]
-    return Job(title, company, location, must_lines, nice_lines, must, nice, skills)
-
-
-def _without(text: str, lines: list[str]) -> str:
-    drop = set(lines)
-    return "\n".join(line for line in text.splitlines() if clean(line) not in drop)
 
 
 def _names(skills: list[Skill], lang: str, limit: int = 8) -> str:
@@ -139,23 +36,38 @@ def _position(entry: Entry) -> tuple[str, str]:
     return parts[0][:300], parts[1][:300]
 
 
+def _or_none(value: str) -> str | None:
+    return value or None
+
+
 def _experience(items: list[Entry]) -> list[dict[str, Any]]:
     out = []
     for entry in items:
         role, org = _position(entry)
         out.append(
-            {"role": role, "organization": org, "period": entry.period, "highlights": entry.items}
+            {
+                "role": _or_none(role),
+                "company": _or_none(org),
+                "duration": _or_none(entry.period),
+                "highlights": entry.items,
+            }
         )
     return out
 
 
-def _education(doc: Document) -> list[dict[str, str]]:
+def _education(doc: Document) -> list[dict[str, str | None]]:
     out = []
     for entry in entries([line for s in doc.kind("education") for line in s.lines]):
         parts = entry.parts or [""]
         school = next((p for p in parts if _INSTITUTION.search(p)), parts[0])
         degree = " ".join(p for p in parts if p != school)
-        out.append({"institution": school[:300], "degree": degree[:300], "period": entry.period})
+        out.append(
+            {
+                "degree": _or_none(degree[:300]),
+                "school": _or_none(school[:300]),
+                "duration": _or_none(entry.period),
+            }
+        )
     return out
 
 
@@ -188,8 +100,17 @@ def _summary(resume: Resume, lang: str) -> str:
 def resume_summary(inputs: dict[str, str], lang: str) -> dict[str, Any]:
     """`resume_summary`: header, summary, positions, education and skills as found."""
     resume = read_resume(inputs.get("resume_text", ""))
+    c = resume.contacts
     return {
-        "header": {"name": resume.name, "headline": resume.headline, "contact": resume.contact},
+        "header": {
+            "name": _or_none(resume.name),
+            "email": c.email,
+            "phone": c.phone,
+            "linkedin": c.linkedin,
+            "github": c.github,
+            "headline": _or_none(resume.headline),
+            "other_contacts": c.others[:20] or None,
+        },
         "summary": _summary(resume, lang),
         "experience": _experience(resume.experience[:40]),
         "education": _education(resume.doc)[:20],
@@ -216,9 +137,10 @@ def detailed_resume_summary(inputs: dict[str, str], lang: str) -> dict[str, Any]
 
 
 def job_summary(inputs: dict[str, str], lang: str) -> dict[str, Any]:
-    """`job_summary`: title, company, required and preferred lines."""
-    job = read_job(inputs.get("job_text", ""))
+    """`job_summary`: title, company, required and preferred lines (of the text or image)."""
     t = T[lang]
+    from_image = "job_text" not in inputs and IMAGE_TEXT in inputs
+    job = read_job(inputs.get("job_text") or inputs.get(IMAGE_TEXT, ""))
     must = job.must_lines or [s.name(lang) for s in job.must]
     at = t["at"].format(company=job.company) if job.company else ""
     summary = t["job_summary"].format(
@@ -229,12 +151,12 @@ def job_summary(inputs: dict[str, str], lang: str) -> dict[str, Any]:
         skills=_names(job.skills, lang),
     )
     return {
-        "title": job.title,
-        "company": job.company,
-        "location": job.location,
-        "summary": f"{t['note']} {summary}",
-        "must_haves": must[:50],
-        "nice_to_haves": job.nice_lines[:50],
+        "jobTitle": job.title,
+        "company": _or_none(job.company),
+        "mustHaves": must[:50],
+        "niceToHaves": job.nice_lines[:50],
+        "location": _or_none(job.location),
+        "summary": f"{t['ocr_note' if from_image else 'note']} {summary}",
     }
 
 
@@ -276,7 +198,7 @@ def job_match(inputs: dict[str, str], lang: str) -> dict[str, Any]:
     ][:8]
     weaknesses = [
         {
-            "gap": t["gap"].format(skill=s.name(lang)),
+            "point": t["gap"].format(skill=s.name(lang)),
             "suggestion": t["suggestion"].format(skill=s.name(lang)),
         }
         for s in m.missing_must[:8]
@@ -291,7 +213,7 @@ def job_match(inputs: dict[str, str], lang: str) -> dict[str, Any]:
         missing=_names(m.missing_must, lang),
     )
     return {
-        "score": m.score,
+        "match_score": m.score,
         "overall_assessment": f"{t['note']} {assessment}",
         "strengths": strengths,
         "weaknesses": weaknesses,
@@ -320,7 +242,9 @@ def resume_customize(inputs: dict[str, str], lang: str) -> dict[str, Any]:
     wanted = {s.key for s in m.matched_must + m.matched_nice}
     skills = sorted(m.resume.skills, key=lambda s: s.key not in wanted)
     r = m.resume
-    md = [f"# {r.name}"] + [x for x in (r.headline, " | ".join(r.contact)) if x]
+    c = r.contacts
+    contact = [x for x in (c.email, c.phone, c.linkedin, c.github, *c.others) if x]
+    md = [f"# {r.name}"] + [x for x in (r.headline, " | ".join(contact)) if x]
     md += ["", f"## {t['h_skills']}", *(f"- {s.name(lang)}" for s in skills)]
     md += ["", f"## {t['h_experience']}"]
     for entry in r.experience:
@@ -337,25 +261,24 @@ def resume_customize(inputs: dict[str, str], lang: str) -> dict[str, Any]:
             md += ["", f"## {section.title}", *(f"- {clean(x)}" for x in section.lines)]
     matched = m.matched_must + m.matched_nice
     changes = [
-        {
-            "section": t["h_skills"],
-            "change": t["c_skills"].format(n=len(matched), skills=_names(matched, lang)),
-            "reason": t["r_skills"],
-        }
+        (
+            t["h_skills"],
+            t["c_skills"].format(n=len(matched), skills=_names(matched, lang)),
+            t["r_skills"],
+        ),
+        (t["h_experience"], t["c_experience"], t["r_experience"]),
     ]
-    changes.append(
-        {"section": t["h_experience"], "change": t["c_experience"], "reason": t["r_experience"]}
-    )
     if m.missing_must:
-        changes.append(
-            {
-                "section": t["h_skills"],
-                "change": t["c_missing"].format(skills=_names(m.missing_must, lang)),
-                "reason": t["r_missing"],
-            }
-        )
-    changes.append({"section": "*", "change": f"{t['note']} {t['c_all']}", "reason": t["r_all"]})
-    return {"markdown": "\n".join(md).strip() + "\n", "changes": changes}
+        missing = t["c_missing"].format(skills=_names(m.missing_must, lang))
+        changes.append((t["h_skills"], missing, t["r_missing"]))
+    changes.append(("*", f"{t['note']} {t['c_all']}", t["r_all"]))
+    return {
+        "customized_resume_markdown": "\n".join(md).strip() + "\n",
+        "customization_summary": [
+            {"section": section, "change_reason": t["because"].format(change=c, reason=r)}
+            for section, c, r in changes
+        ],
+    }
 
 
 def interview_prep(inputs: dict[str, str], lang: str) -> dict[str, Any]:
@@ -406,7 +329,11 @@ def interview_prep(inputs: dict[str, str], lang: str) -> dict[str, Any]:
     ask = t["ask"].split("|")
     if m.job.must:
         ask.append(t["ask_skill"].format(skill=m.job.must[0].name(lang)))
-    return {"self_introduction": intro, "questions": questions[:10], "questions_to_ask": ask}
+    return {
+        "self_introduction_script": intro,
+        "potential_questions": questions[:10],
+        "reverse_questions": ask,
+    }
 
 
 ANSWERS: dict[str, Callable[[dict[str, str], str], dict[str, Any]]] = {

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from lib.llm.prompts import extract_inputs, parse_marker
-from lib.local.offline_answers import ANSWERS, MODEL_NAME, answer
+from lib.local.ocr import BadImage, OcrReader, OcrUnavailable
+from lib.local.offline_answers import ANSWERS, IMAGE_TEXT, MODEL_NAME, answer
 from lib.local.serve import ServerThread
 
 logger = logging.getLogger(__name__)
@@ -57,10 +58,11 @@ def approx_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def _texts(messages: list[Any]) -> tuple[str, str]:
-    """(system text, all text) of the messages; refuses images."""
+def _texts(messages: list[Any]) -> tuple[str, str, list[str]]:
+    """(system text, all text, image URLs) of the messages."""
     system: list[str] = []
     every: list[str] = []
+    images: list[str] = []
     for message in messages:
         if not isinstance(message, dict):
             raise RequestError("each message must be an object", code="invalid_messages")
@@ -69,19 +71,24 @@ def _texts(messages: list[Any]) -> tuple[str, str]:
         for part in parts:
             if isinstance(part, dict):
                 if part.get("type") in _IMAGE_PARTS:
-                    raise RequestError(
-                        "offline-keyword-baseline does not accept images: configure a vision "
-                        "model (ZHIPUAI_API_KEY) or send the job description as text.",
-                        code="image_not_supported",
-                        param="messages",
-                    )
+                    images.append(_image_url(part))
+                    continue
                 text = str(part.get("text") or "")
             else:
                 text = str(part or "")
             every.append(text)
             if message.get("role") in ("system", "developer"):
                 system.append(text)
-    return "\n".join(system), "\n".join(every)
+    return "\n".join(system), "\n".join(every), images
+
+
+def _image_url(part: dict[str, Any]) -> str:
+    """The URL of an image part (`image_url: {url}` or `image_url: "..."`)."""
+    value = part.get("image_url") or part.get("image") or ""
+    return str(value.get("url", "") if isinstance(value, dict) else value)
+
+
+ImageReader = Callable[[str], str]
 
 
 @dataclass(frozen=True)
@@ -105,26 +112,66 @@ class Completion:
         }
 
 
-def complete(body: dict[str, Any]) -> Completion:
-    """Answer a chat-completions request body (pure: no I/O, no clock).
+def has_images(body: dict[str, Any]) -> bool:
+    """Whether a request body carries image parts (reading them blocks: use a thread)."""
+    messages = body.get("messages")
+    return isinstance(messages, list) and any(
+        isinstance(m, dict)
+        and isinstance(m.get("content"), list)
+        and any(isinstance(p, dict) and p.get("type") in _IMAGE_PARTS for p in m["content"])
+        for m in messages
+    )
+
+
+def complete(body: dict[str, Any], read_image: ImageReader | None = None) -> Completion:
+    """Answer a chat-completions request body (no I/O but `read_image`, no clock).
+
+    Images are read with `read_image` (OCR) only when the task has no job text: the
+    text read from them is the job description the answer is computed from.
 
     Raises:
-        RequestError: malformed body, or image content.
+        RequestError: malformed body, or an image that cannot be read.
     """
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty list", code="invalid_messages")
-    system, every = _texts(messages)
+    system, every, images = _texts(messages)
     marker = parse_marker(system) or parse_marker(every)
+    image_text = ""
     if marker is not None and marker[0] in ANSWERS:
         template, lang = marker
-        payload = answer(template, lang, extract_inputs(every))
+        inputs = extract_inputs(every)
+        if images and "job_text" not in inputs:
+            image_text = _read_images(images, read_image)
+            inputs[IMAGE_TEXT] = image_text
+        payload = answer(template, lang, inputs)
         text = json.dumps(payload, ensure_ascii=False)
     else:
         text = NO_MARKER
     tool_name = _tool_name(body)
     extra = json.dumps(body.get("tools") or body.get("response_format") or "")
-    return Completion(text, tool_name, approx_tokens(every) + approx_tokens(extra) - 1)
+    prompt_tokens = approx_tokens(every + image_text) + approx_tokens(extra) - 1
+    return Completion(text, tool_name, prompt_tokens)
+
+
+def _read_images(urls: list[str], read_image: ImageReader | None) -> str:
+    """The text of every image, in order.
+
+    Raises:
+        RequestError: no reader, the OCR library is missing, or an image is unreadable.
+    """
+    if read_image is None:
+        raise RequestError(
+            "this offline-keyword-baseline has no image reader",
+            code="image_not_supported",
+            param="messages",
+        )
+    try:
+        return "\n".join(read_image(url) for url in urls)
+    except OcrUnavailable as exc:
+        raise RequestError(str(exc), code="image_not_supported", param="messages") from exc
+    except BadImage as exc:
+        raise RequestError(str(exc), code="invalid_image", param="messages") from exc
 
 
 def _tool_name(body: dict[str, Any]) -> str | None:
@@ -148,6 +195,7 @@ class OfflineModelApp:
     def __init__(self, ttft_ms: float = 0.0, tokens_per_s: float = 0.0) -> None:
         self.ttft_s = max(0.0, ttft_ms) / 1000
         self.tokens_per_s = max(0.0, tokens_per_s)
+        self.ocr = OcrReader()  # builds its engine on the first image
 
     async def models(self, request: Request) -> Response:
         """`GET /v1/models`."""
@@ -168,7 +216,11 @@ class OfflineModelApp:
         if not isinstance(body, dict):
             return RequestError("the body must be an object", code="invalid_json").response()
         try:
-            result = complete(body)
+            if has_images(body):
+                # OCR takes seconds of CPU: off the event loop, so other requests go on.
+                result = await asyncio.to_thread(complete, body, self.ocr.read)
+            else:
+                result = complete(body)
         except RequestError as exc:
             logger.info("offline model refused a request: %s", exc.code)
             return exc.response()

@@ -5,6 +5,8 @@ from __future__ import annotations
 T: dict[str, dict[str, str]] = {
     "en": {
         "note": "(Offline keyword baseline, no language model.)",
+        "ocr_note": "(Offline keyword baseline on the text read from the image by OCR, "
+        "no language model.)",
         "none": "none",
         "sep": ", ",
         "profile": "{who}. {count} position(s) listed{recent}. Skills named: {skills}.",
@@ -38,6 +40,7 @@ T: dict[str, dict[str, str]] = {
         "r_missing": "Invent nothing: add them only if they are true.",
         "c_all": "Reordered by the offline keyword baseline; no wording was changed.",
         "r_all": "No language model was available for a real rewrite.",
+        "because": "{change} Why: {reason}",
         "intro": "[Offline keyword baseline draft] Hello, I'm {name}. {recent}My experience "
         "covers {skills}. I'm interested in {title}{at} because it calls for {fit}.",
         "intro_recent": "Most recently I worked as {role} at {org}. ",
@@ -57,6 +60,7 @@ T: dict[str, dict[str, str]] = {
     },
     "zh": {
         "note": "（离线关键词基线，未使用语言模型。）",
+        "ocr_note": "（离线关键词基线，依据从图片中识别出的文字，未使用语言模型。）",
         "none": "无",
         "sep": "、",
         "profile": "{who}。简历列出 {count} 段经历{recent}。提到的技能：{skills}。",
@@ -89,6 +93,7 @@ T: dict[str, dict[str, str]] = {
         "r_missing": "不得编造：只有确实具备时才写上。",
         "c_all": "由离线关键词基线调整顺序，未改动任何措辞。",
         "r_all": "没有可用的语言模型进行真正的改写。",
+        "because": "{change}原因：{reason}",
         "intro": "[离线关键词基线草稿] 您好，我是{name}。{recent}我的经验涵盖 {skills}。"
         "我对{title}{at}很感兴趣，因为它需要 {fit}。",
         "intro_recent": "我最近在{org}担任{role}。",

@@ -5,11 +5,12 @@
 --   nobody to report it): append its usage row with what is known — model, start time,
 --   the tokens it streamed (the `n` field of its last token event), success false,
 --   error "lost" — and close it. Nothing happens when no attempt is open.
---   Reads task fields open, attempt_ms, model, user, service, template, mode.
+--   Reads task fields open, attempt_ms, model, user, service, template, mode, id.
+--   The row's keys are UsageRecord's fields (lib/usage.py), the llm_usage_logs columns.
 
 local function close_attempt(task_key, events_key, usage_key, now, provider, out_price)
   local a = redis.call('HMGET', task_key, 'open', 'attempt_ms', 'model', 'user', 'service',
-    'template', 'mode')
+    'template', 'mode', 'id')
   if not a[1] then return end
   local streamed = 0
   for _, entry in ipairs(redis.call('XREVRANGE', events_key, '+', '-', 'COUNT', 64)) do
@@ -22,14 +23,15 @@ local function close_attempt(task_key, events_key, usage_key, now, provider, out
     if f['type'] == 'started' then break end
   end
   local row = {
-    user_id = a[4] or '', service_id = a[5] or '', template = a[6] or '',
-    provider = provider or '', model = a[3] or '',
+    user_id = a[4] or '', service_id = a[5] or '', task_template_id = a[6] or '',
+    provider = provider or '', model_id = a[3] or '',
     input_tokens = 0, output_tokens = streamed, total_tokens = streamed,
     latency_ms = now - tonumber(a[2] or now),
     cost = string.format('%.8f', streamed * (out_price or 0) / 1000000),
-    is_stream = a[7] == 'stream', success = false,
+    is_stream = a[7] == 'stream', is_success = false,
     error_message = 'lost: attempt ' .. a[1] .. ' ended without finishing',
     created_at = tonumber(a[2] or now),
+    task_id = a[8], attempt = tonumber(a[1]),
   }
   redis.call('XADD', usage_key, '*', 'rows', cjson.encode({row}))
   redis.call('HDEL', task_key, 'open')

@@ -1,6 +1,7 @@
 -- finish: end an attempt (worker `finally`, and the failure callback). Idempotent.
 -- Releases the lease, the backpressure count and the user lock; writes the terminal state
--- and the last events; refunds the quota on failure; queues usage rows for Postgres.
+-- and the last events; refunds the quota on failure (and for a degraded result); queues usage
+-- rows for Postgres.
 --
 -- KEYS[1] task hash   KEYS[2] slot pool of this attempt's lease (any pool key when none)
 -- KEYS[3] queue pending counter   KEYS[4] queue waiting ZSET   KEYS[5] per-user lock
@@ -17,6 +18,7 @@
 -- ARGV[8] done-event JSON (usage, cost, latency; '' = none)
 -- ARGV[9] usage rows JSON array ('' = none)   ARGV[10] events ttl (s)   ARGV[11] task ttl (s)
 -- ARGV[12] the delivering message id ('' = none)
+-- ARGV[13] '1' = a degraded result: done, flagged `degraded`, and the paid unit refunded
 -- then 2 values per pool, same order as KEYS[13..]: provider, output price per million tokens
 --
 -- Returns 1 when this call finished the task, 0 when it was already terminal or missing,
@@ -54,8 +56,8 @@ if lease_id == '' and t[2] then
     local expiry = redis.call('ZSCORE', KEYS[12 + held], t[2])
     if expiry and tonumber(expiry) > now then return 3 end
     redis.call('ZREM', KEYS[12 + held], t[2])
-    close_attempt(KEYS[1], KEYS[7], KEYS[8], now, ARGV[12 + (held - 1) * 2 + 1],
-      tonumber(ARGV[12 + (held - 1) * 2 + 2]))
+    close_attempt(KEYS[1], KEYS[7], KEYS[8], now, ARGV[13 + (held - 1) * 2 + 1],
+      tonumber(ARGV[13 + (held - 1) * 2 + 2]))
   end
 end
 redis.call('ZREM', KEYS[4], task_id) -- failed before it started, or waiting for a restart
@@ -64,7 +66,9 @@ if tonumber(redis.call('DECR', KEYS[3])) <= 0 then redis.call('DEL', KEYS[3]) en
 if redis.call('GET', KEYS[5]) == task_id then redis.call('DEL', KEYS[5]) end
 local cost = tonumber(t[3] or '0')
 local refunded = 0
-if status ~= 'done' and cost > 0 then
+local degraded = status == 'done' and ARGV[13] == '1'
+if degraded then redis.call('HSET', KEYS[1], 'degraded', 1) end
+if (status ~= 'done' or degraded) and cost > 0 then
   redis.call('INCRBY', KEYS[6], cost)
   refunded = cost
 end

@@ -240,13 +240,17 @@ def is_clean(state: dict[str, Any]) -> bool:
 
 
 async def usage_rows(database_url: str) -> list[dict[str, Any]]:
-    """Every row of `llm_usage_logs` (user, template, success, error) in insertion order."""
+    """Every row of `llm_usage_logs` (user, template, success, error) in insertion order.
+
+    Read under the specified column names, aliased to the short ones the tests use.
+    """
     import psycopg
     from psycopg.rows import dict_row
 
     async with await psycopg.AsyncConnection.connect(database_url, row_factory=dict_row) as conn:
         cur = await conn.execute(
-            "SELECT user_id, service_id, template, model, success, error_message, output_tokens"
+            "SELECT user_id, service_id, task_template_id AS template, model_id AS model,"
+            " is_success AS success, error_message, output_tokens, task_id, attempt"
             " FROM llm_usage_logs ORDER BY id"
         )
         return list(await cur.fetchall())

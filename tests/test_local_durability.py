@@ -41,6 +41,9 @@ SLOW_MODEL = {
     "LEASE_MS": "3000",
     "QSTASH_LOCAL_LEASE_S": "2",
     "START_RETRY_AFTER_S": "1",
+    # Five trial visitors, one loopback address: the per-address trial window must not
+    # be what this test measures.
+    "RATE_TRIAL_ADDRESS_LIMIT": "100",
 }
 
 

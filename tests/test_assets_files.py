@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
+import docx
 import pytest
 
 from lib.assets import files
@@ -215,14 +218,12 @@ def test_docx_header_paragraphs_and_tables_are_read_in_order(settings: Settings)
 
 def test_docx_merged_cell_is_named_once(settings: Settings) -> None:
     """A cell merged across columns is one value in its row, not repeated per column."""
-    import docx  # the test builds the merge itself
-
     document = docx.Document()
     document.add_paragraph(JOB_EN)
     table = document.add_table(rows=1, cols=3)
     table.cell(0, 0).merge(table.cell(0, 1)).text = "Requirements"
     table.cell(0, 2).text = "Python"
-    out = __import__("io").BytesIO()
+    out = io.BytesIO()
     document.save(out)
     result = extract(out.getvalue(), kind="jd", settings=settings)
     assert result.text.endswith("\nRequirements | Python")
@@ -256,9 +257,6 @@ def test_zip_that_is_not_a_word_document_is_415(data: bytes, settings: Settings)
 def test_word_template_is_415(settings: Settings) -> None:
     """A .dotx (template content type) is a Word package python-docx will not open: 415."""
     source = af.docx_file([RESUME_EN])
-    import io
-    import zipfile
-
     with zipfile.ZipFile(io.BytesIO(source)) as archive:
         types = archive.read("[Content_Types].xml")
     template = types.replace(b"wordprocessingml.document.main", b"wordprocessingml.template.main")

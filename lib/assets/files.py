@@ -107,6 +107,8 @@ def extract(data: bytes, *, kind: Kind, settings: Settings) -> Extracted:
             the message says that a screenshot works.
         TextTooShort: 422, fewer characters than the kind's minimum.
     """
+    # The largest limit first: sniffing a zip reads its whole directory.
+    _check_bytes(data, max(settings.upload_max_bytes, settings.upload_max_image_bytes))
     sniffed = sniff(data)
     if sniffed in _IMAGE_NAMES:
         if kind != "jd":

@@ -126,6 +126,51 @@ class PayloadTooLarge(SlotlineError):
         return {"Connection": "close"}
 
 
+class UploadError(SlotlineError):
+    """A file or text given as an asset (résumé, detailed résumé, job description) was refused.
+
+    `params["reason"]` picks the localized detail (`lib/i18n.DETAILS`).
+    """
+
+    status = 422
+
+
+class UnsupportedFile(UploadError):
+    """Not a type we read, judged by content (magic bytes), never by name."""
+
+    code = "unsupported_file"
+    status = 415
+
+
+class FileTooLarge(UploadError):
+    """Over a limit from settings: bytes, PDF pages or extracted characters."""
+
+    code = "file_too_large"
+    status = 413
+
+
+class FileUnreadable(UploadError):
+    """A file of a supported type that cannot be read: corrupt, encrypted, too costly."""
+
+    code = "file_unreadable"
+
+
+class NoTextInFile(UploadError):
+    """A PDF or DOCX without text (a scan, a picture of a page)."""
+
+    code = "no_text_in_file"
+
+
+class TextTooShort(UploadError):
+    code = "text_too_short"
+
+
+class LanguageMismatch(UploadError):
+    """The text is in another language than the one declared."""
+
+    code = "language_mismatch"
+
+
 class PublishFailed(SlotlineError):
     code = "publish_failed"
     status = 503

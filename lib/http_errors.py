@@ -26,6 +26,12 @@ _EXPOSED_PARAMS = (
     "events_url",
     "supported",
     "max_priority",
+    # uploads (lib/assets/)
+    "max_pages",
+    "max_chars",
+    "chars",
+    "min_chars",
+    "detected",
 )
 
 

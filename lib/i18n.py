@@ -57,6 +57,32 @@ MESSAGES: dict[str, dict[Lang, str]] = {
         "en": "The request body is larger than {max_bytes} bytes.",
         "zh": "请求体超过 {max_bytes} 字节。",
     },
+    # Uploads (lib/assets/): the `{detail}` comes from DETAILS by the error's `reason`.
+    "unsupported_file": {
+        "en": "This file type is not supported: {detail}",
+        "zh": "不支持此文件类型：{detail}",
+    },
+    "file_too_large": {
+        "en": "The upload is too large: {detail}",
+        "zh": "上传内容过大：{detail}",
+    },
+    "file_unreadable": {
+        "en": "The file could not be read: {detail}",
+        "zh": "无法读取该文件：{detail}",
+    },
+    "no_text_in_file": {
+        "en": "No text could be read from this file (it may be a scan or a picture). {detail}",
+        "zh": "无法从该文件中读取文字（可能是扫描件或图片）。{detail}",
+    },
+    "text_too_short": {
+        "en": "The text is too short: {chars} characters, at least {min_chars} are needed.",
+        "zh": "文本过短：共 {chars} 个字符，至少需要 {min_chars} 个。",
+    },
+    "language_mismatch": {
+        "en": "{detail} Please use one language: upload a version in the language you chose, "
+        "or choose the language the text is in.",
+        "zh": "{detail}请统一使用一种语言：上传所选语言的版本，或选择与文本一致的语言。",
+    },
     "publish_failed": {
         "en": "The task could not be queued. Nothing was charged; please retry.",
         "zh": "任务未能加入队列，未产生任何扣费，请重试。",
@@ -95,6 +121,73 @@ DETAILS: dict[str, dict[Lang, str]] = {
     "event_id": {
         "en": "the event id must be a stream id (ms-seq, each part at most 2^64-1).",
         "zh": "事件编号必须是流编号（毫秒-序号，每部分不超过 2^64-1）。",
+    },
+    # unsupported_file
+    "types_resume": {
+        "en": "upload a PDF, DOCX or plain-text (UTF-8) file.",
+        "zh": "请上传 PDF、DOCX 或纯文本（UTF-8 编码）文件。",
+    },
+    "types_jd": {
+        "en": "upload a PDF, DOCX or plain-text (UTF-8) file, or a PNG, JPEG or WebP screenshot.",
+        "zh": "请上传 PDF、DOCX 或纯文本（UTF-8 编码）文件，或 PNG、JPEG、WebP 格式的截图。",
+    },
+    "image_not_jd": {
+        "en": "images are accepted for job descriptions only; upload a PDF, DOCX or "
+        "plain-text (UTF-8) file.",
+        "zh": "仅职位描述可以上传图片，请上传 PDF、DOCX 或纯文本（UTF-8 编码）文件。",
+    },
+    "legacy_doc": {
+        "en": "old Word (.doc) files cannot be read; save it as DOCX or PDF and upload it again.",
+        "zh": "无法读取旧版 Word（.doc）文件，请另存为 DOCX 或 PDF 后重新上传。",
+    },
+    # file_too_large
+    "file_bytes": {
+        "en": "the file is larger than {max_bytes} bytes.",
+        "zh": "文件超过 {max_bytes} 字节。",
+    },
+    "file_unzipped": {
+        "en": "the DOCX unpacks to more than {max_bytes} bytes.",
+        "zh": "DOCX 解压后超过 {max_bytes} 字节。",
+    },
+    "file_pages": {
+        "en": "the PDF has more than {max_pages} pages.",
+        "zh": "PDF 超过 {max_pages} 页。",
+    },
+    "file_chars": {
+        "en": "the text is longer than {max_chars} characters.",
+        "zh": "文本超过 {max_chars} 个字符。",
+    },
+    # file_unreadable
+    "file_encrypted": {
+        "en": "it is password-protected. Remove the protection and upload it again, or paste "
+        "the text.",
+        "zh": "文件受密码保护，请解除保护后重新上传，或直接粘贴文本。",
+    },
+    "file_corrupt": {
+        "en": "it is damaged or not a valid {file_type} file.",
+        "zh": "文件已损坏，或不是有效的 {file_type} 文件。",
+    },
+    "file_too_complex": {
+        "en": "its content is too large or too complex to read. Paste the text instead.",
+        "zh": "文件内容过大或过于复杂，无法读取，请直接粘贴文本。",
+    },
+    # no_text_in_file
+    "no_text_jd": {
+        "en": "A screenshot of the job posting works: upload it as a PNG, JPEG or WebP image.",
+        "zh": "可以改为上传职位页面的截图（PNG、JPEG 或 WebP 格式）。",
+    },
+    "no_text_resume": {
+        "en": "Upload a PDF whose text can be selected, or a DOCX file, or paste the text.",
+        "zh": "请上传文字可选中的 PDF 或 DOCX 文件，或直接粘贴文本。",
+    },
+    # language_mismatch
+    "lang_detected_zh": {
+        "en": "The text is in Chinese, but English was chosen.",
+        "zh": "文本是中文，但所选语言是英文。",
+    },
+    "lang_detected_en": {
+        "en": "The text is in English, but Chinese was chosen.",
+        "zh": "文本是英文，但所选语言是中文。",
     },
 }
 

@@ -127,6 +127,32 @@ class Settings(BaseSettings):
     body_limit_worker_bytes: int = 10 * 1024 * 1024
     body_limit_callback_bytes: int = 16 * 1024 * 1024
 
+    # Uploads (`lib/assets/files.py`): résumés, detailed résumés and job descriptions as
+    # PDF, DOCX or UTF-8 text; a job description also as a PNG/JPEG/WebP screenshot. The
+    # type is judged by content. A screenshot goes to the vision route as it is, so its
+    # limit is the one the vision task accepts (lib/llm/variables.py MAX_IMAGE_BYTES).
+    upload_max_bytes: int = 10 * 1024 * 1024
+    upload_max_image_bytes: int = 4 * 1024 * 1024
+    upload_max_pdf_pages: int = 20
+    # Bomb guards. A DOCX is a zip: its parts together, uncompressed, and each XML part
+    # (parsed into a tree), uncompressed. A PDF: each stream, decompressed (pypdf's own
+    # limit, 75 MB by default, lowered), and the wall time of reading one file's text (a
+    # real two-page résumé takes 0.2-0.5 s; docs/decisions.md, "Uploads").
+    upload_max_unzipped_bytes: int = 64 * 1024 * 1024
+    upload_max_docx_xml_bytes: int = 16 * 1024 * 1024
+    upload_max_pdf_stream_bytes: int = 16 * 1024 * 1024
+    upload_pdf_max_seconds: float = 10.0
+    # Characters of text per kind, after normalization; the most match what the task
+    # templates take (lib/llm/variables.py MAX_RESUME_CHARS, ...), the least refuse a text
+    # that is too thin to summarize (`text_too_short`; 520 characters is a whole résumé in
+    # Chinese, examples/resume.zh.txt).
+    upload_max_chars_resume: int = 30_000
+    upload_max_chars_detailed_resume: int = 60_000
+    upload_max_chars_jd: int = 20_000
+    text_min_chars_resume: int = 150
+    text_min_chars_detailed_resume: int = 300
+    text_min_chars_jd: int = 80
+
     # Start order is priority, then FIFO. The server's priority per template (0 when not
     # listed, e.g. {"job_summary": 2}); signed-in callers may ask for less, never more;
     # trial callers always get 0 (docs/decisions.md, "Priority").

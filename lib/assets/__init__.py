@@ -1,0 +1,1 @@
+"""Assets: résumés, detailed résumés and job descriptions (files, text, language)."""

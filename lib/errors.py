@@ -75,6 +75,13 @@ class Unauthorized(SlotlineError):
     status = 401
 
 
+class CrossSiteRequest(SlotlineError):
+    """A state-changing browser request whose Origin (or Referer) is another site."""
+
+    code = "cross_site_request"
+    status = 403
+
+
 class InvalidSignature(Unauthorized):
     code = "invalid_signature"
 

@@ -4,9 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: bootstrap demo test lint bench requirements clean
+.PHONY: bootstrap browser demo test lint bench requirements clean
 
 bootstrap: $(STAMP)
+
+# Debian's Chromium and CJK fonts for the browser tests (apt-get as root, else it says what
+# to install and fails); nothing to do when both are there.
+browser:
+	bash tests/web/browser_deps.sh
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,10 +19,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[local,dev]'
 	touch $(STAMP)
 
-demo: bootstrap
+demo: bootstrap browser
 	$(PY) -m lib.demo
 
-test: bootstrap
+test: bootstrap browser
 	$(PY) -m pytest
 
 lint: bootstrap

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: bootstrap browser demo test lint bench requirements clean
+.PHONY: bootstrap browser demo test lint bench requirements screenshots clean
 
 bootstrap: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: bootstrap browser
 
 test: bootstrap browser
 	$(PY) -m pytest
+
+# docs/screenshots/*.png from the browser tests (a plain test run keeps them in tmp).
+screenshots: bootstrap browser
+	SLOTLINE_SCREENSHOTS=1 $(PY) -m pytest -q tests/web
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

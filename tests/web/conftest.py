@@ -7,6 +7,7 @@ error, except those the test declares with `errors.allow(pattern)`.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 OPERATOR = "alice"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 @dataclass
@@ -78,6 +79,15 @@ def web_stack(
         yield WebStack(info, secret(info.settings.app_secret) or "")
     finally:
         local.stop()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where tests save screenshots: `docs/screenshots/` with `SLOTLINE_SCREENSHOTS=1`
+    (`make screenshots`), else the test's own folder (a test run leaves the tree clean)."""
+    folder = DOCS_SCREENSHOTS if os.environ.get("SLOTLINE_SCREENSHOTS") == "1" else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,6 @@ from lib.routing import QUEUES, all_pools
 from lib.settings import secret
 from tests.web.conftest import (
     OPERATOR,
-    SCREENSHOTS,
     BrowserPage,
     WebStack,
     assert_no_raw_keys,
@@ -89,7 +89,7 @@ def submit_job_matches(stack: WebStack, users: list[str]) -> list[str]:
 
 
 def test_operator_dashboard_updates_live_in_both_languages(
-    web: BrowserPage, web_stack: WebStack
+    web: BrowserPage, web_stack: WebStack, screenshots: Path
 ) -> None:
     """An operator sees every queue and pool, in-flight counts change while tasks run, a dead
     letter with its reason is retried from the page, a failed attempt shows its kind only,
@@ -125,8 +125,7 @@ def test_operator_dashboard_updates_live_in_both_languages(
     expect(page.locator("#chart polyline.in-flight")).to_have_count(1)
     assert_no_raw_keys(page)
     assert SECRET_TEXT not in page.content()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "queues.en.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "queues.en.png"), full_page=True)
 
     page.get_by_test_id("lang-switch").click()
     page.wait_for_url(re.compile(r"/zh/queues$"))
@@ -138,7 +137,8 @@ def test_operator_dashboard_updates_live_in_both_languages(
     expect(page.get_by_test_id("dlq-row").filter(has_text=DEAD_TASK)).to_be_visible()
     expect(page.get_by_test_id("updated")).to_contain_text("更新于")
     assert_no_raw_keys(page)
-    page.screenshot(path=str(SCREENSHOTS / "queues.zh.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "queues.zh.png"), full_page=True)
+    assert (screenshots / "queues.en.png").stat().st_size > 10_000
 
     row = page.get_by_test_id("dlq-row").filter(has_text=DEAD_TASK).first
     row.get_by_test_id("dlq-retry").click()

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: bootstrap fonts demo test lint bench requirements clean
+.PHONY: bootstrap fonts browser demo test lint bench requirements screenshots clean
 
 bootstrap: fonts $(STAMP)
 
@@ -19,17 +19,26 @@ fonts:
 	  fi; \
 	fi
 
+# Debian's Chromium and CJK fonts for the browser tests (apt-get as root, else it says what
+# to install and fails); nothing to do when both are there.
+browser:
+	bash tests/web/browser_deps.sh
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[local,dev]'
 	touch $(STAMP)
 
-demo: bootstrap
+demo: bootstrap browser
 	$(PY) -m lib.demo
 
-test: bootstrap
+test: bootstrap browser
 	$(PY) -m pytest
+
+# docs/screenshots/*.png from the browser tests (a plain test run keeps them in tmp).
+screenshots: bootstrap browser
+	SLOTLINE_SCREENSHOTS=1 $(PY) -m pytest -q tests/web
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

@@ -75,6 +75,13 @@ class Unauthorized(SlotlineError):
     status = 401
 
 
+class CrossSiteRequest(SlotlineError):
+    """A state-changing browser request whose Origin (or Referer) is another site."""
+
+    code = "cross_site_request"
+    status = 403
+
+
 class InvalidSignature(Unauthorized):
     code = "invalid_signature"
 
@@ -129,7 +136,7 @@ class PayloadTooLarge(SlotlineError):
 class UploadError(SlotlineError):
     """A file or text given as an asset (résumé, detailed résumé, job description) was refused.
 
-    `params["reason"]` picks the localized detail (`lib/i18n.DETAILS`).
+    `params["reason"]` picks the localized detail (`errors.detail.*` in `lib/locales/`).
     """
 
     status = 422

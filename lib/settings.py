@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Upstash's own local-development credentials (public, documented defaults).
 DEV_QSTASH_TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
@@ -191,11 +191,29 @@ class Settings(BaseSettings):
     task_ttl_s: int = 7 * 86_400
     idem_ttl_s: int = 600
 
+    # Web pages. Operators (signed-in user ids, `OPERATORS=alice,bob`) see the queue
+    # dashboard; for everyone else it and its data routes do not exist (404).
+    operators: Annotated[frozenset[str], NoDecode] = frozenset()
+    # The dashboard's polling intervals (ms): queues and slot pools (one Redis pipeline a
+    # poll, at most every 2 s), and dead letters and failures (one QStash call, one query).
+    dashboard_poll_ms: int = Field(default=2000, ge=250, le=2000)
+    dashboard_failures_poll_ms: int = Field(default=10_000, ge=1000)
+    # A sign-in session (the bearer token kept in an HttpOnly cookie) lasts at most as long
+    # as its token, and never longer than this.
+    session_max_age_s: int = 7 * 86_400
+
     # Local stack.
     state_dir: Path = Path(".slotline")
     # Local QStash server: a delivery attempt's lease, renewed while it runs; the leases
     # of a server killed mid-delivery run out within it and their messages go out again.
     qstash_local_lease_s: float = 15.0
+
+    @field_validator("operators", mode="before")
+    @classmethod
+    def _split_operators(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     def redis_mode(self) -> RedisMode:
         """Which Redis adapter the settings select."""

@@ -331,6 +331,57 @@ async def usage_summary(database_url: str, days: int = 7) -> list[ModelUsage]:
     return [ModelUsage(**row) for row in rows]
 
 
+@dataclass(frozen=True)
+class FailedAttempt:
+    """One failed LLM attempt, as the queue dashboard shows it (no user id, no text)."""
+
+    created_at: datetime
+    provider: str
+    model: str
+    template: str
+    error_kind: str
+
+
+def error_kind(error_message: str | None) -> str:
+    """The kind of a logged error (`APIStatusError: HTTP 429` → `APIStatusError`, `lost: …`
+    → `lost`): what comes before the first colon, reduced to identifier characters.
+    """
+    head = (error_message or "").split(":", 1)[0].strip()
+    kept = "".join(c for c in head if c.isascii() and (c.isalnum() or c in "_.-"))
+    return kept[:48] or "unknown"
+
+
+async def recent_failures(
+    database_url: str, minutes: int = 60, limit: int = 20
+) -> list[FailedAttempt]:
+    """The newest failed attempts of the last `minutes` minutes, newest first.
+
+    Args:
+        database_url: the Postgres URL.
+        minutes: how far back.
+        limit: at most this many rows.
+
+    Raises:
+        ServiceUnavailable: Postgres is unreachable.
+    """
+    query = sql.SQL(
+        "SELECT created_at, provider, model_id, task_template_id, error_message FROM {table}"
+        " WHERE NOT is_success AND created_at >= now() - make_interval(mins => %(minutes)s)"
+        " ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
+    ).format(table=sql.Identifier(TABLE))
+    rows = await _fetch(database_url, query, {"minutes": minutes, "limit": limit})
+    return [
+        FailedAttempt(
+            created_at=row["created_at"],
+            provider=row["provider"],
+            model=row["model_id"],
+            template=row["task_template_id"],
+            error_kind=error_kind(row["error_message"]),
+        )
+        for row in rows
+    ]
+
+
 async def _fetch(database_url: str, query: sql.Composed, params: dict[str, Any]) -> list[Any]:
     try:
         async with await db.connect(database_url) as conn:

@@ -19,6 +19,8 @@ from lib.settings import Settings, get_settings
 from lib.tasks import TaskStore
 from producer import events, info, queues, tasks
 from producer.identity import IdentityMiddleware
+from producer.web import ops
+from producer.web.lazy import LazyPages
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ def create_app(
         try:
             yield
         finally:
+            dead_letters = getattr(app.state, "dead_letters", None)
+            if dead_letters is not None:
+                await dead_letters.aclose()
             if owned_publisher is not None:
                 await owned_publisher.aclose()
             if owned_redis is not None:
@@ -74,16 +79,26 @@ def create_app(
         Route("/api/templates", info.templates, methods=["GET"]),
         Route("/api/usage", info.usage, methods=["GET"]),
         Route("/healthz", info.healthz, methods=["GET"]),
+        Route("/api/ops/queues", ops.queues_data, methods=["GET"]),
+        Route("/api/ops/failures", ops.failures_data, methods=["GET"]),
+        Route("/api/ops/dlq/{dlq_id}/retry", ops.dlq_retry, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
         middleware=[
             body_limit_middleware(settings, PRODUCER_RULES),
-            Middleware(IdentityMiddleware, app_secret=app_secret(settings)),
+            Middleware(
+                IdentityMiddleware,
+                app_secret=app_secret(settings),
+                app_base_url=settings.app_base_url,
+            ),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    # Whatever no API route takes (not even by path, which answers 405): the pages, assets
+    # and the not-found page, built on the first request for one.
+    app.router.default = LazyPages(settings)
     app.state.settings = settings
     app.state.redis = redis
     app.state.store = TaskStore(redis, settings) if redis is not None else None

@@ -25,7 +25,7 @@ from lib.errors import (
     TextTooShort,
     UnsupportedFile,
 )
-from lib.i18n import DETAILS, MESSAGES
+from lib.i18n import text
 from lib.settings import Settings
 from tests import asset_files as af
 from tests.asset_files import assert_chinese_only, rendered
@@ -525,11 +525,10 @@ _UPLOAD_DETAILS = (
 
 def test_every_upload_message_has_english_and_chinese_without_english_in_chinese() -> None:
     """Each new code and detail exists in both languages; the Chinese ones name only formats."""
-    for table, keys in ((MESSAGES, _UPLOAD_CODES), (DETAILS, _UPLOAD_DETAILS)):
+    for prefix, keys in (("errors.", _UPLOAD_CODES), ("errors.detail.", _UPLOAD_DETAILS)):
         for key in keys:
-            entry = table[key]
-            assert entry["en"] and entry["zh"], key
-            assert_chinese_only(re.sub(r"\{\w+\}", "", entry["zh"]))
+            assert text(prefix + key, "en"), key
+            assert_chinese_only(re.sub(r"\{\w+\}", "", text(prefix + key, "zh")))
 
 
 def test_importing_the_module_loads_no_extraction_library() -> None:

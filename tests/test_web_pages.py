@@ -317,8 +317,8 @@ def test_recent_failures_are_the_newest_failed_attempts(postgres_url: str) -> No
     with psycopg.connect(url, autocommit=True) as conn:
         for source, ok, error, at in rows:
             conn.execute(
-                "INSERT INTO llm_usage_logs (source_id, user_id, service_id, task_template_id, provider,"
-                " model_id, is_success, error_message, created_at)"
+                "INSERT INTO llm_usage_logs (source_id, user_id, service_id, task_template_id,"
+                " provider, model_id, is_success, error_message, created_at)"
                 " VALUES (%s, 'u1', 's', 'job_match', 'offline', 'glm-4.5-flash', %s, %s, %s)",
                 (source, ok, error, at),
             )

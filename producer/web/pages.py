@@ -1,4 +1,5 @@
-"""The page routes: locale redirects, home, sign-in and sign-out, the queue dashboard, assets.
+"""The page routes: locale redirects, home, sign-in and sign-out, the workbench, the queue
+dashboard, assets.
 
 Built on the first request that is not `/api/…` (`producer/web/lazy.py`).
 """
@@ -154,6 +155,18 @@ class Pages:
         )
         return response
 
+    async def workbench(self, request: Request) -> Response:
+        """`/{locale}/workbench`: inputs → a service, followed live; the caller's history."""
+        lang = _lang_of(request)
+        return self.renderer.page(
+            request,
+            "workbench.html",
+            lang=lang,
+            page="/workbench",
+            namespaces=("workbench", "errors"),
+            **self._common(request),
+        )
+
     async def queues(self, request: Request) -> Response:
         """`/{locale}/queues`: the queue dashboard (operators; the not-found page otherwise)."""
         if operator_of(request) is None:
@@ -200,6 +213,7 @@ class Pages:
             routes += [
                 Route(f"/{lang}", self.locale_root, methods=["GET", "HEAD"]),
                 Route(f"/{lang}/", self.home, methods=["GET", "HEAD"]),
+                Route(f"/{lang}/workbench", self.workbench, methods=["GET", "HEAD"]),
                 Route(f"/{lang}/queues", self.queues, methods=["GET", "HEAD"]),
                 Route(f"/{lang}/signin", self.signin_form, methods=["GET", "HEAD"]),
                 Route(f"/{lang}/signin", self.signin, methods=["POST"]),

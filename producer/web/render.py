@@ -21,7 +21,15 @@ from producer.web.locale import localized, other_lang
 
 # Modules import each other by these names through the page's import map, so every
 # module URL stays fingerprinted.
-MODULES = {"slotline/common": "common.js"}
+MODULES = {
+    "slotline/common": "common.js",
+    "slotline/api": "api.js",
+    "slotline/markdown": "markdown.js",
+    "slotline/partial_json": "partial_json.js",
+    "slotline/results": "results.js",
+    "slotline/service_stream": "service_stream.js",
+    "slotline/service_view": "service_view.js",
+}
 
 
 def _csp(nonce: str) -> str:

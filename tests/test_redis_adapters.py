@@ -452,3 +452,13 @@ async def test_tcp_blocking_readers_never_hold_up_commands(valkey_url: str) -> N
         assert await asyncio.gather(*readers) == [[], []]
     finally:
         await redis.aclose()
+
+
+async def test_one_read_takes_several_streams(redis: RedisPort) -> None:
+    """xread_streams reads many streams after their own ids in one command, on both adapters."""
+    a1 = await redis.execute("XADD", "s:a", "*", "n", "1")
+    await redis.execute("XADD", "s:b", "*", "n", "2")
+    await redis.execute("XADD", "s:a", "*", "n", "3")
+    found = await redis.xread_streams([("s:a", a1), ("s:b", "0-0")], count=10, block_ms=None)
+    assert [(key, fields["n"]) for key, (_, fields) in found] == [("s:a", "3"), ("s:b", "2")]
+    assert await redis.xread_streams([("s:a", "$"), ("s:b", "$")], count=10, block_ms=50) == []

@@ -399,6 +399,8 @@ class TaskStore:
                 keys.events(user_id, fields["service"], task_id),
                 keys.idem(fields.get("idem", "")),
                 keys.queue_specs(fields["queue"]),
+                keys.service(fields.get("service", "")),
+                keys.services_due(),
             ],
             [task_id, user_id, now_ms, self.settings.events_ttl_s],
         )
@@ -557,6 +559,8 @@ class TaskStore:
                 keys.task((ticket or task).task_id),
                 keys.idem(task.idem),
                 keys.queue_runs(task.queue_id),
+                keys.service(task.service_id),
+                keys.services_due(),
                 *pools,
             ],
             [
@@ -573,6 +577,8 @@ class TaskStore:
                 self.settings.task_ttl_s,
                 message_id,
                 "1" if outcome.degraded else "",
+                task.step,
+                task.service_id,
                 *prices,
             ],
         )

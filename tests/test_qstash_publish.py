@@ -156,7 +156,9 @@ async def test_publish_gives_up_after_its_timeout() -> None:
         started = time.monotonic()
         with pytest.raises(PublishFailed):
             await pub.publish_task(route("job_summary", "free"), {}, task_id="t6", slot_limit=2)
-        assert 0.25 < time.monotonic() - started < 1.5
+        # Not before the 0.3 s timeout; well before the peer, which never answers (the
+        # SDK's own default would be 600 s): the 2.7 s beyond it are room for load.
+        assert 0.25 < time.monotonic() - started < 3.0
     finally:
         released.set()
         await pub.aclose()

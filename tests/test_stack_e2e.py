@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,7 +188,8 @@ def test_slotline_dev_prints_ready_and_exits_on_sigterm(tmp_path: Path) -> None:
         text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+    reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
+    reader.start()
     try:
         first = lines.get(timeout=40)
         match = READY.match(first.rstrip("\n"))
@@ -203,7 +203,7 @@ def test_slotline_dev_prints_ready_and_exits_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    time.sleep(0.1)  # let the reader thread drain
+    reader.join(10)  # it ends at the pipe's end: every line printed is in `lines`
     assert lines.empty(), "slotline dev printed more than the ready line"
     assert proc.stderr is not None
     stderr = proc.stderr.read()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -63,8 +64,8 @@ async def test_publish_task_reaches_the_worker_path(
     publisher: Publisher, receiver: Receiver, lqs: LocalQStashHandle
 ) -> None:
     """The task lands on its route's worker path, signed, with flow control and dedup applied."""
-    # The first attempt is slow, so the stored message can be inspected while in flight.
-    receiver.hold_s[WORKER_PATH] = 0.3
+    # The delivery waits for the gate, so the stored message is inspected while in flight.
+    gate = receiver.gates[WORKER_PATH] = threading.Event()
     r = route("job_match", "paid")
     message_id = await publisher.publish_task(r, {"task_id": "t1"}, task_id="t1", slot_limit=5)
     auth = {"Authorization": f"Bearer {lqs.token}"}
@@ -77,6 +78,7 @@ async def test_publish_task_reaches_the_worker_path(
     assert stored["failureCallback"] == receiver.url("/api/worker/failed")
     again = await publisher.publish_task(r, {"task_id": "t1"}, task_id="t1", slot_limit=5)
     assert again == message_id
+    gate.set()
     await wait_for(lambda: len(receiver.at(WORKER_PATH)) == 1)
     got: Received = receiver.at(WORKER_PATH)[0]
     assert got.verdict == "ok"

@@ -383,13 +383,15 @@ async def test_delay_and_not_before(lqs: LocalQStashHandle, receiver: Receiver) 
 
 async def test_cancel_prevents_delivery(client: AsyncQStash, receiver: Receiver) -> None:
     """A message cancelled before its time is never delivered; GET then answers 404."""
-    reply = await client.message.publish_json(url=receiver.url("/x"), body={}, delay="200s")
+    # Due in 1 s (x 0.001): the get and the cancel have that long, even on a loaded machine;
+    # /y, due later, shows the loop would have delivered /x by then.
+    reply = await client.message.publish_json(url=receiver.url("/x"), body={}, delay="1000s")
     msg = await client.message.get(reply.message_id)  # type: ignore[union-attr]
     assert msg.url == receiver.url("/x")
     await client.message.cancel(reply.message_id)  # type: ignore[union-attr]
     with pytest.raises(QStashError, match="404"):
         await client.message.cancel(reply.message_id)  # type: ignore[union-attr]
-    await client.message.publish_json(url=receiver.url("/y"), body={}, delay="300s")
+    await client.message.publish_json(url=receiver.url("/y"), body={}, delay="1500s")
     await wait_for(lambda: len(receiver.at("/y")) == 1)
     assert receiver.at("/x") == []
     with pytest.raises(QStashError, match="404"):
@@ -398,10 +400,12 @@ async def test_cancel_prevents_delivery(client: AsyncQStash, receiver: Receiver)
 
 async def test_cancel_many(client: AsyncQStash, receiver: Receiver) -> None:
     """DELETE /v2/messages cancels the listed ids and reports how many."""
-    ids = [
-        (await client.message.publish_json(url=receiver.url("/m"), body={}, delay="60s")).message_id  # type: ignore[union-attr]
+    # 1 h x 0.001 = 3.6 s: all three are still pending when cancelled.
+    replies = [
+        await client.message.publish_json(url=receiver.url("/m"), body={}, delay="3600s")
         for _ in range(3)
     ]
+    ids = [reply.message_id for reply in replies]  # type: ignore[union-attr]
     assert await client.message.cancel_many([*ids[:2], "msg_unknown"]) == 2
     assert await client.message.cancel_all() == 1
 
@@ -436,7 +440,8 @@ async def test_restart_keeps_pending_delayed_message(
     receiver = Receiver(Verifier(first.current_key, first.next_key)).start()
     try:
         sdk = QStash(first.token, base_url=first.url, retry=False)
-        sdk.message.publish_json(url=receiver.url("/later"), body={"k": 1}, delay="40s")
+        # Due in 1 s (x 0.01): the first server is stopped well before it could deliver it.
+        sdk.message.publish_json(url=receiver.url("/later"), body={"k": 1}, delay="100s")
         sdk.http._client.close()
         first.stop()
         time.sleep(0.5)

@@ -51,6 +51,44 @@ def fake_server() -> Iterator[tuple[FakeProvider, str]]:
         yield fake, f"{server.url}/v1"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def warm_paths(fake_server: tuple[FakeProvider, str]) -> None:
+    """Pay each call path's one-time cost before the tests, outside their 1 s and 5 s
+    timeouts: the first call of a process imports LangChain and builds the SDK's pydantic
+    types (the first JSON-mode stream took 1.4 s when idle here, over 5 s on a loaded
+    machine, and so timed out in a test that expects one attempt)."""
+    fake, base_url = fake_server
+    patient = RetryPolicy(retries=0, backoff_s=0.001, timeout_s=60.0, deadline_s=60.0)
+
+    async def ignore(_: str) -> None:
+        return None
+
+    async def warm() -> None:
+        async with httpx2.AsyncClient() as http:
+            models = ChatModels(timeout=60.0, http_async_client=http)
+            for provider in ("deepseek", "zhipu"):  # function calling, JSON mode
+                fake.script("deepseek-chat", Reply(VALID))
+                endpoints = [ep(base_url, provider=provider)]
+                await run_structured(
+                    MESSAGES, Job, endpoints, ctx=CTX, policy=patient, models=models
+                )
+            for provider in ("deepseek", "openai_compat"):  # both stream paths
+                fake.script("deepseek-chat", Reply(VALID))
+                endpoints = [ep(base_url, provider=provider)]
+                await run_stream(
+                    MESSAGES,
+                    Job,
+                    endpoints,
+                    ctx=CTX,
+                    on_delta=ignore,
+                    policy=patient,
+                    models=models,
+                )
+
+    asyncio.run(warm())
+    fake.reset()
+
+
 @pytest.fixture
 def fake(fake_server: tuple[FakeProvider, str]) -> FakeProvider:
     """The fake provider with no scripts and no recorded requests."""

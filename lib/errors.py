@@ -178,6 +178,20 @@ class LanguageMismatch(UploadError):
     code = "language_mismatch"
 
 
+class SectionsMissing(SlotlineError):
+    """A résumé or job description lacks the sections a service needs (`missing`)."""
+
+    code = "sections_missing"
+    status = 422
+
+
+class TooManyPendingServices(SlotlineError):
+    """The caller already has the most services created or running at once."""
+
+    code = "too_many_pending_services"
+    status = 429
+
+
 class PublishFailed(SlotlineError):
     code = "publish_failed"
     status = 503

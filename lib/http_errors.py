@@ -32,6 +32,11 @@ _EXPOSED_PARAMS = (
     "chars",
     "min_chars",
     "detected",
+    # service prechecks (lib/services/prechecks.py): the input concerned, what it lacks
+    "asset",
+    "missing",
+    "max_pending",
+    "service_id",
 )
 
 

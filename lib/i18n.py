@@ -72,12 +72,23 @@ def text(key: str, lang: Lang, params: Mapping[str, Any] | None = None) -> str:
     return template.format_map(_Blank(params or {})) if params else template
 
 
+_LIST_SEPARATOR: dict[Lang, str] = {"en": ", ", "zh": "、"}
+
+
 def message(code: str, lang: str, params: Mapping[str, Any] | None = None) -> str:
-    """The user-facing text for an error code in `lang` (English when unknown)."""
+    """The user-facing text for an error code in `lang` (English when unknown).
+
+    A list param whose items have texts under `errors.{param}.{item}` (e.g. `missing`:
+    the sections a document lacks) is shown as those texts, joined in the language's way.
+    """
     chosen = normalize_lang(lang) or "en"
     texts = catalog(chosen)
     template = texts.get(f"errors.{code}") or texts["errors.internal_error"]
     values = _Blank(params or {})
+    for name, value in list(values.items()):
+        if isinstance(value, list | tuple):
+            named = [texts.get(f"errors.{name}.{item}", str(item)) for item in value]
+            values[name] = _LIST_SEPARATOR[chosen].join(named)
     detail = texts.get(f"errors.detail.{values.get('reason', '')}")
     if detail is not None:
         values["detail"] = detail.format_map(values)

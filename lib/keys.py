@@ -88,3 +88,30 @@ def usage_drain_lock() -> str:
 def qstash_namespace() -> str:
     """Prefix for every key of the local QStash-compatible server."""
     return "lqs:"
+
+
+def service(service_id: str) -> str:
+    """Hash of a service's live state: status, stage, steps and their tasks, tier, cost."""
+    return f"svc:{service_id}"
+
+
+def services_pending(user: str) -> str:
+    """ZSET of the user's services that are created or running (the pending limit).
+
+    Score: when each was created; one older than a service's lifetime no longer counts.
+    """
+    return f"svc:pending:{user}"
+
+
+def services_due() -> str:
+    """ZSET of services whose next transition is recorded but not yet carried out.
+
+    Score: when it was recorded. Whoever finds an old entry (a redelivery, the service's
+    owner reading it) carries it out again: every transition is idempotent.
+    """
+    return "svc:due"
+
+
+def service_events(user: str, service_id: str) -> str:
+    """The service's own event stream (status changes, steps admitted, cached results)."""
+    return f"cs:events:{user}:{service_id}:service"

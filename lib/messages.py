@@ -30,6 +30,8 @@ class TaskSpec(BaseModel):
     # The request's idempotency digest: a failed task releases it, so the same request
     # may be sent again (`idem:{digest}` answers only while queued, running or done).
     idem: str = ""
+    # The service step this task is ('' for a task of its own): its end moves the service on.
+    step: str = ""
 
 
 class TaskMessage(BaseModel):
@@ -49,6 +51,7 @@ class TaskMessage(BaseModel):
     queue_id: QueueId
     models: tuple[ModelId, ...] = Field(min_length=1)
     idem: str = ""
+    step: str = ""
     # 0 for the message the producer published; n for the n-th ticket reissued after its
     # predecessor was dead-lettered (worker/app.py, failure callback).
     generation: int = Field(0, ge=0)
@@ -87,4 +90,5 @@ class TaskMessage(BaseModel):
             variables=self.variables,
             modality=self.modality,
             idem=self.idem,
+            step=self.step,
         )

@@ -13,7 +13,15 @@ from upstash_redis.asyncio import Redis as UpstashRedis
 from upstash_redis.errors import UpstashError
 
 from lib.errors import RedisUnavailable
-from lib.redisport import Arg, NoScriptError, RedisReplyError, StreamEntry, parse_xread
+from lib.redisport import (
+    Arg,
+    KeyedEntry,
+    NoScriptError,
+    RedisReplyError,
+    StreamEntry,
+    parse_xread_streams,
+    xread_command,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -124,24 +132,37 @@ class RestRedis:
     async def xread(
         self, key: str, after_id: str, *, count: int, block_ms: int | None
     ) -> list[StreamEntry]:
-        """Entries after `after_id`; a blocking read is emulated by polling.
-
-        REST has no blocking XREAD, so with `block_ms` the stream is read every
-        `poll_interval_s` until entries arrive or `block_ms` has passed (`0`
-        waits forever, as Redis's `BLOCK 0` does). `$` is resolved once to the
-        stream's last id so entries added between polls are not skipped.
+        """Entries after `after_id`; a blocking read is emulated by polling (`xread_streams`).
 
         Raises:
             RedisReplyError: the key holds another type, or an id is invalid.
             RedisUnavailable: the REST endpoint could not be reached.
         """
+        found = await self.xread_streams([(key, after_id)], count=count, block_ms=block_ms)
+        return [entry for _, entry in found]
+
+    async def xread_streams(
+        self, streams: Sequence[tuple[str, str]], *, count: int, block_ms: int | None
+    ) -> list[KeyedEntry]:
+        """Entries of several streams in one request; a blocking read is emulated by polling.
+
+        REST has no blocking XREAD, so with `block_ms` the streams are read every
+        `poll_interval_s` until entries arrive or `block_ms` has passed (`0` waits
+        forever, as Redis's `BLOCK 0` does). `$` is resolved once to the stream's last
+        id so entries added between polls are not skipped.
+
+        Raises:
+            RedisReplyError: a key holds another type, or an id is invalid.
+            RedisUnavailable: the REST endpoint could not be reached.
+        """
         if block_ms is None:
-            return await self._read(key, after_id, count)
-        if after_id == "$":
-            after_id = await self._last_id(key)
+            return await self._read(streams, count)
+        streams = [
+            (key, await self._last_id(key) if after == "$" else after) for key, after in streams
+        ]
         deadline = None if block_ms == 0 else time.monotonic() + block_ms / 1000
         while True:
-            entries = await self._read(key, after_id, count)
+            entries = await self._read(streams, count)
             if entries:
                 return entries
             pause = self._poll_interval_s
@@ -152,8 +173,8 @@ class RestRedis:
                 pause = min(pause, remaining)
             await asyncio.sleep(pause)
 
-    async def _read(self, key: str, after_id: str, count: int) -> list[StreamEntry]:
-        return parse_xread(await self.execute("XREAD", "COUNT", count, "STREAMS", key, after_id))
+    async def _read(self, streams: Sequence[tuple[str, str]], count: int) -> list[KeyedEntry]:
+        return parse_xread_streams(await self.execute(*xread_command(streams, count, None)))
 
     async def _last_id(self, key: str) -> str:
         last = await self.execute("XREVRANGE", key, "+", "-", "COUNT", 1)

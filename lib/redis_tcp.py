@@ -13,7 +13,15 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as _RedisTimeout
 
 from lib.errors import RedisUnavailable
-from lib.redisport import Arg, NoScriptError, RedisReplyError, StreamEntry, parse_xread
+from lib.redisport import (
+    Arg,
+    KeyedEntry,
+    NoScriptError,
+    RedisReplyError,
+    StreamEntry,
+    parse_xread_streams,
+    xread_command,
+)
 
 # Connection errors (refused, reset, no pooled connection in time) and timeouts.
 _UNAVAILABLE = (_RedisConnectionError, _RedisTimeout, OSError)
@@ -131,28 +139,38 @@ class TcpRedis:
     ) -> list[StreamEntry]:
         """Entries after `after_id`; with `block_ms`, wait up to that long for the first.
 
+        Raises:
+            RedisReplyError: the key holds another type, or an id is invalid.
+            RedisUnavailable: Redis cannot be reached, or did not answer in time.
+        """
+        found = await self.xread_streams([(key, after_id)], count=count, block_ms=block_ms)
+        return [entry for _, entry in found]
+
+    async def xread_streams(
+        self, streams: Sequence[tuple[str, str]], *, count: int, block_ms: int | None
+    ) -> list[KeyedEntry]:
+        """Entries of several streams after their ids, in one command.
+
         A blocking read must be answered within `block_ms` plus the socket timeout
         (`block_ms=0`, Redis's "forever", has no deadline); redis-py closes a connection
         whose read is cut, so a late reply cannot reach the next command.
 
         Raises:
-            RedisReplyError: the key holds another type, or an id is invalid.
+            RedisReplyError: a key holds another type, or an id is invalid.
             RedisUnavailable: Redis cannot be reached, or did not answer in time.
         """
-        command: list[Arg] = ["XREAD", "COUNT", count]
+        command = xread_command(streams, count, block_ms)
         if block_ms is None:
-            command += ["STREAMS", key, after_id]
-            return parse_xread(await self.execute(*command))
-        command += ["BLOCK", block_ms, "STREAMS", key, after_id]
+            return parse_xread_streams(await self.execute(*command))
         if block_ms == 0:
-            return parse_xread(await self._run(self._blocking, command))
+            return parse_xread_streams(await self._run(self._blocking, command))
         limit_s = block_ms / 1000 + self._socket_timeout_s
         try:
             async with asyncio.timeout(limit_s):
                 reply = await self._run(self._blocking, command)
         except TimeoutError as exc:
             raise RedisUnavailable(f"redis: no reply to a blocking XREAD in {limit_s:g} s") from exc
-        return parse_xread(reply)
+        return parse_xread_streams(reply)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -15,6 +15,8 @@ from typing import Any, Literal, Protocol
 
 Arg = str | int | float
 StreamEntry = tuple[str, dict[str, str]]
+# An entry of a multi-stream read: the stream's key and the entry.
+KeyedEntry = tuple[str, StreamEntry]
 
 
 class NoScriptError(Exception):
@@ -81,6 +83,12 @@ class RedisPort(Protocol):
         """Entries of one stream after `after_id`; blocks up to `block_ms` where supported."""
         ...
 
+    async def xread_streams(
+        self, streams: Sequence[tuple[str, str]], *, count: int, block_ms: int | None
+    ) -> list[KeyedEntry]:
+        """Entries of several streams (key, after id) in one command, by stream then id."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -104,7 +112,28 @@ def pairs_to_dict(flat: Sequence[Any] | None) -> dict[str, str]:
 
 def parse_xread(reply: Any) -> list[StreamEntry]:
     """A one-stream XREAD reply (RESP2 shape) → `[(id, fields)]`."""
+    return [entry for _, entry in parse_xread_streams(reply)]
+
+
+def parse_xread_streams(reply: Any) -> list[KeyedEntry]:
+    """An XREAD reply (RESP2 shape, any number of streams) → `[(key, (id, fields))]`."""
     if not reply:
         return []
-    entries = reply[0][1]
-    return [(str(entry_id), pairs_to_dict(fields)) for entry_id, fields in entries]
+    return [
+        (str(key), (str(entry_id), pairs_to_dict(fields)))
+        for key, entries in reply
+        for entry_id, fields in entries
+    ]
+
+
+def xread_command(
+    streams: Sequence[tuple[str, str]], count: int, block_ms: int | None
+) -> list[Arg]:
+    """`XREAD COUNT n [BLOCK ms] STREAMS k1 k2 … id1 id2 …`."""
+    command: list[Arg] = ["XREAD", "COUNT", count]
+    if block_ms is not None:
+        command += ["BLOCK", block_ms]
+    command.append("STREAMS")
+    command += [key for key, _ in streams]
+    command += [after for _, after in streams]
+    return command

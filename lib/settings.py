@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     # trial callers always get 0 (docs/decisions.md, "Priority").
     template_priority: dict[str, int] = Field(default_factory=dict)
 
+    # Services: what each depth costs a paid service (units, debited once per service), and
+    # how many a user may have created or running at once.
+    service_costs: dict[str, int] = Field(default_factory=lambda: {"a": 1, "b": 2, "c": 3})
+    service_max_pending: int = 3
+
     # Safety net: a user lock expires even if its task is never finished.
     user_lock_ttl_s: int = 7200
 

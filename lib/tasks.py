@@ -23,6 +23,15 @@ RATE_ROUTE = "tasks"
 MAX_HOPS = 8
 
 
+def lock_kind(service_id: str, template: str, step: str) -> str:
+    """The user lock's kind: one running task per kind, or per step of one service."""
+    return f"{service_id}.{template}" if step else template
+
+
+def _lock_of(fields: dict[str, str]) -> str:
+    return lock_kind(fields.get("service", ""), fields["template"], fields.get("step", ""))
+
+
 def waiting_score(priority: int, now_ms: int) -> int:
     """Waiting-order score: higher priority first, then first come first served."""
     band = PRIORITY_MAX - max(0, min(PRIORITY_MAX, priority))
@@ -48,9 +57,16 @@ class Admission:
     # The caller's address: trial callers are also limited per address, so dropping the
     # cookie does not reset their window ('' = no address limit).
     client_address: str = ""
+    # A service's task: runs on the service's tier, uncharged and outside the rate window
+    # (the service was charged and counted once), locked per service rather than per user.
+    forced_tier: Tier | None = None
+    step: str = ""
 
     def address_limited(self) -> bool:
         return self.user_kind == "trial" and bool(self.client_address)
+
+    def lock_kind(self) -> str:
+        return lock_kind(self.service_id, self.template, self.step)
 
     def spec(self) -> TaskSpec:
         """The task's route-free spec (any delivery of its queue may start it)."""
@@ -63,6 +79,7 @@ class Admission:
             variables=self.variables,
             modality=self.paid.modality,
             idem=self.idem_digest,
+            step=self.step,
         )
 
 
@@ -270,7 +287,7 @@ class TaskStore:
             [
                 keys.rate(a.user_id, RATE_ROUTE),
                 keys.idem(a.idem_digest),
-                keys.user_lock(a.user_id, a.template),
+                keys.user_lock(a.user_id, a.lock_kind()),
                 keys.quota(a.user_id),
                 keys.queue_pending(a.paid.queue_id),
                 keys.queue_waiting(a.paid.queue_id),
@@ -310,6 +327,8 @@ class TaskStore:
                 a.spec().model_dump_json(),
                 len(paid_pools),
                 s.rate_trial_address_limit if a.address_limited() else 0,
+                a.forced_tier or "",
+                a.step,
                 *limits,
             ],
         )
@@ -344,7 +363,7 @@ class TaskStore:
             [
                 keys.task(a.task_id),
                 keys.idem(a.idem_digest),
-                keys.user_lock(a.user_id, a.template),
+                keys.user_lock(a.user_id, a.lock_kind()),
                 keys.quota(a.user_id),
                 keys.queue_pending(admitted.route.queue_id),
                 keys.queue_waiting(admitted.route.queue_id),
@@ -372,11 +391,16 @@ class TaskStore:
                 keys.task(task_id),
                 keys.queue_pending(fields["queue"]),
                 keys.queue_waiting(fields["queue"]),
-                keys.user_lock(user_id, fields["template"]),
+                keys.user_lock(
+                    user_id,
+                    lock_kind(fields["service"], fields["template"], fields.get("step", "")),
+                ),
                 keys.quota(user_id),
                 keys.events(user_id, fields["service"], task_id),
                 keys.idem(fields.get("idem", "")),
                 keys.queue_specs(fields["queue"]),
+                keys.service(fields.get("service", "")),
+                keys.services_due(),
             ],
             [task_id, user_id, now_ms, self.settings.events_ttl_s],
         )
@@ -527,7 +551,7 @@ class TaskStore:
                 lease.pool if lease else pools[0],
                 keys.queue_pending(task.queue_id),
                 keys.queue_waiting(task.queue_id),
-                keys.user_lock(task.user_id, task.template),
+                keys.user_lock(task.user_id, lock_kind(task.service_id, task.template, task.step)),
                 keys.quota(task.user_id),
                 keys.events(task.user_id, task.service_id, task.task_id),
                 keys.usage_stream(),
@@ -535,6 +559,8 @@ class TaskStore:
                 keys.task((ticket or task).task_id),
                 keys.idem(task.idem),
                 keys.queue_runs(task.queue_id),
+                keys.service(task.service_id),
+                keys.services_due(),
                 *pools,
             ],
             [
@@ -551,6 +577,8 @@ class TaskStore:
                 self.settings.task_ttl_s,
                 message_id,
                 "1" if outcome.degraded else "",
+                task.step,
+                task.service_id,
                 *prices,
             ],
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,19 @@ def postgres_url() -> Iterator[str]:
     url = server.start()
     yield url
     server.stop()
+
+
+@pytest.fixture
+def pg_tmp() -> Iterator[Path]:
+    """A temporary folder for a test that starts a Postgres with its data in it.
+
+    Outside pytest's own temporary folders: run as root, the embedded Postgres runs as
+    another user and opens its files through every folder above them, and any pytest
+    session that starts meanwhile on the machine makes /tmp/pytest-of-root private again
+    (seen on a shared machine: initdb failing with "Permission denied" on pg_control).
+    """
+    with tempfile.TemporaryDirectory(prefix="slotline-test-") as folder:
+        yield Path(folder)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import httpx
 
 from lib.auth import issue_token
 from lib.errors import PublishFailed
-from lib.redisport import Arg, RedisPort, StreamEntry
+from lib.redisport import Arg, KeyedEntry, RedisPort, StreamEntry
 from lib.routing import Route
 from lib.settings import Settings
 from producer.app import create_app
@@ -91,6 +91,12 @@ class CountingRedis:
     ) -> list[StreamEntry]:
         self.calls.append("XREAD")
         return await self.inner.xread(key, after_id, count=count, block_ms=block_ms)
+
+    async def xread_streams(
+        self, streams: Sequence[tuple[str, str]], *, count: int, block_ms: int | None
+    ) -> list[KeyedEntry]:
+        self.calls.append("XREAD")
+        return await self.inner.xread_streams(streams, count=count, block_ms=block_ms)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -42,6 +42,9 @@ class Receiver:
     verifier: Verifier
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
     hold_s: dict[str, float] = field(default_factory=dict)
+    # Paths whose answers wait until the test sets the event (10 s at most): a delivery
+    # stays in flight for as long as the test needs, however slow the machine.
+    gates: dict[str, threading.Event] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     active: int = 0
     max_active: int = 0
@@ -95,6 +98,10 @@ class Receiver:
             self.max_active = max(self.max_active, self.active)
         try:
             await asyncio.sleep(self.hold_s.get(path, 0.0))
+            gate = self.gates.get(path)
+            deadline = time.monotonic() + 10
+            while gate is not None and not gate.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
             status, headers = 200, dict[str, str]()
             if path in self.behaviours:
                 status, headers = self.behaviours[path](got, before)

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,48 +176,49 @@ def _read_lines(stream: Any, lines: queue.Queue[str]) -> None:
         lines.put(line)
 
 
-def test_slotline_dev_prints_ready_and_exits_on_sigterm(tmp_path: Path) -> None:
+def test_slotline_dev_prints_ready_and_exits_on_sigterm(pg_tmp: Path) -> None:
     """`slotline dev` prints exactly one ready line once all answer and exits 0 on SIGTERM."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lib.cli", "--state-dir", str(tmp_path), "dev", "--port", str(port)],
-        cwd=tmp_path,
+        [sys.executable, "-m", "lib.cli", "--state-dir", str(pg_tmp), "dev", "--port", str(port)],
+        cwd=pg_tmp,
         env=_clean_env(PYTHONPATH=str(ROOT)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+    reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
+    reader.start()
     try:
         first = lines.get(timeout=40)
         match = READY.match(first.rstrip("\n"))
         assert match, first
         assert match[1] == f"http://127.0.0.1:{port}"
         assert httpx.get(f"{match[1]}/healthz").status_code == 200
-        assert json.loads((tmp_path / STACK_FILE).read_text())["app_url"] == match[1]
+        assert json.loads((pg_tmp / STACK_FILE).read_text())["app_url"] == match[1]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    time.sleep(0.1)  # let the reader thread drain
+    reader.join(10)  # it ends at the pipe's end: every line printed is in `lines`
     assert lines.empty(), "slotline dev printed more than the ready line"
     assert proc.stderr is not None
     stderr = proc.stderr.read()
     proc.stdout.close()  # type: ignore[union-attr]
     proc.stderr.close()
     assert "Traceback" not in stderr
-    assert not (tmp_path / STACK_FILE).exists()
+    assert not (pg_tmp / STACK_FILE).exists()
 
 
-def test_demo_runs_and_exits_zero(tmp_path: Path) -> None:
+def test_demo_runs_and_exits_zero(pg_tmp: Path) -> None:
     """`python -m lib.demo` streams a job_match and prints the summary with status done."""
     done = subprocess.run(
         [sys.executable, "-m", "lib.demo"],
-        cwd=tmp_path,
-        env=_clean_env(PYTHONPATH=str(ROOT), STATE_DIR=str(tmp_path / "state")),
+        cwd=pg_tmp,
+        env=_clean_env(PYTHONPATH=str(ROOT), STATE_DIR=str(pg_tmp / "state")),
         capture_output=True,
         text=True,
         timeout=50,

@@ -325,9 +325,9 @@ async def test_undecodable_entry_is_logged_and_dropped(
     assert await usage.pending(redis) == 0
 
 
-async def test_rows_arrive_after_postgres_comes_back(redis: RedisPort, tmp_path: Path) -> None:
+async def test_rows_arrive_after_postgres_comes_back(redis: RedisPort, pg_tmp: Path) -> None:
     """Postgres stopped: drain fails, entries stay; restarted: every row arrives."""
-    server = EmbeddedPostgres(data_dir=tmp_path / "pg")
+    server = EmbeddedPostgres(data_dir=pg_tmp / "pg")
     url = server.start()
     try:
         await db.migrate(url)

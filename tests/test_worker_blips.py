@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from lib import keys
 from lib.errors import RedisUnavailable
-from lib.redisport import Arg, RedisPort, StreamEntry, pairs_to_dict
+from lib.redisport import Arg, KeyedEntry, RedisPort, StreamEntry, pairs_to_dict
 from worker.blips import through_blips
 from worker.tokens import Attempt, Fenced, TokenBatcher
 
@@ -45,6 +45,12 @@ class Outage:
     ) -> list[StreamEntry]:
         self._check()
         return await self.inner.xread(key, after_id, count=count, block_ms=block_ms)
+
+    async def xread_streams(
+        self, streams: Sequence[tuple[str, str]], *, count: int, block_ms: int | None
+    ) -> list[KeyedEntry]:
+        self._check()
+        return await self.inner.xread_streams(streams, count=count, block_ms=block_ms)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

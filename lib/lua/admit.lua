@@ -31,7 +31,10 @@
 -- ARGV[26] idempotency digest (kept on the task so cancel can clear it)
 -- ARGV[27] the task's spec (JSON): any delivery of its queue may start it (start.lua)
 -- ARGV[28] number of paid pools   ARGV[29] limit of the client-address window (0 = none)
--- ARGV[30..] slot limit of each pool, same order as KEYS[16..]
+-- ARGV[30] the tier decided by a service ('' = by quota): its tasks run on it and are not
+--   charged one by one (the service was), nor counted in the rate window (the create was)
+-- ARGV[31] the service step ('' for a task of its own)
+-- ARGV[32..] slot limit of each pool, same order as KEYS[16..]
 --
 -- Returns one of:
 --   {"rate_limited", retry_after_s}
@@ -47,6 +50,7 @@ local limit = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local task_id = ARGV[4]
 local ip_limit = tonumber(ARGV[29])
+local forced = ARGV[30]
 
 local function position(waiting, id)
   local rank = redis.call('ZRANK', waiting, id)
@@ -60,8 +64,10 @@ local function retry_of(key)
 end
 
 -- 1. rate limit: sliding windows of admitted tasks (the caller's, and its address's)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= limit then return {'rate_limited', retry_of(KEYS[1])} end
+if forced == '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[1]) >= limit then return {'rate_limited', retry_of(KEYS[1])} end
+end
 if ip_limit > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[13], '-inf', now - window)
   if redis.call('ZCARD', KEYS[13]) >= ip_limit then
@@ -90,10 +96,11 @@ local cost = tonumber(ARGV[6])
 local balance = tonumber(redis.call('GET', KEYS[4]) or '0')
 local npaid = tonumber(ARGV[28])
 local tier, pending, waiting, specs, runs, q, models, mode, modality, first, last
-if cost > 0 and balance >= cost then
+if forced == 'paid' or (forced == '' and cost > 0 and balance >= cost) then
   tier, pending, waiting, specs, runs = 'paid', KEYS[5], KEYS[6], KEYS[11], KEYS[14]
   q, models, mode, modality = ARGV[18], ARGV[19], ARGV[20], ARGV[21]
   first, last = 1, npaid
+  if forced ~= '' then cost = 0 end
 else
   tier, pending, waiting, specs, runs = 'free', KEYS[7], KEYS[8], KEYS[12], KEYS[15]
   q, models, mode, modality = ARGV[22], ARGV[23], ARGV[24], ARGV[25]
@@ -116,14 +123,16 @@ redis.call('HSET', KEYS[9],
   'lang', ARGV[16], 'priority', ARGV[17], 'tier', tier, 'queue', q, 'models', models,
   'model', string.match(models, '^[^,]+'), 'mode', mode, 'modality', modality,
   'status', 'queued', 'created_ms', now, 'attempts', 0, 'cost', cost, 'idem', ARGV[26],
-  'score', ARGV[9])
+  'score', ARGV[9], 'step', ARGV[31])
 redis.call('EXPIRE', KEYS[9], tonumber(ARGV[10]))
 redis.call('SET', KEYS[3], task_id, 'PX', tonumber(ARGV[12]))
 redis.call('SET', KEYS[2], cjson.encode({id = task_id, tier = tier, queue = q, models = models, mode = mode}),
   'PX', tonumber(ARGV[5]))
-redis.call('ZADD', KEYS[1], now, task_id)
-redis.call('PEXPIRE', KEYS[1], window)
-if ip_limit > 0 then
+if forced == '' then
+  redis.call('ZADD', KEYS[1], now, task_id)
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+if ip_limit > 0 and forced == '' then
   redis.call('ZADD', KEYS[13], now, task_id)
   redis.call('PEXPIRE', KEYS[13], window)
 end
@@ -133,7 +142,7 @@ redis.call('XADD', KEYS[10], '*', 'type', 'queued', 'data', cjson.encode({positi
 -- 7. will it wait? free slots of its pools now, against the tasks ahead of it
 local free, slots = 0, 0
 for i = first, last do
-  local lim = tonumber(ARGV[29 + i])
+  local lim = tonumber(ARGV[31 + i])
   slots = slots + lim
   free = free + math.max(0, lim - redis.call('ZCOUNT', KEYS[15 + i], now + 1, '+inf'))
 end

@@ -9,7 +9,9 @@
 -- KEYS[10] the delivering message's own task hash (its `ran:{message}` mark is cleared)
 -- KEYS[11] the task's idempotency key (released on failure: the request may be sent again)
 -- KEYS[12] the queue's recent run times (ms, capped list: admission's expected wait)
--- KEYS[13..] the queue's slot pools (a dead attempt's lease is released from its pool)
+-- KEYS[13] the task's service hash   KEYS[14] the services' due set (service tasks only;
+--   any key otherwise)
+-- KEYS[15..] the queue's slot pools (a dead attempt's lease is released from its pool)
 --
 -- ARGV[1] lease member ('' = no lease: failure callback / never started)
 -- ARGV[2] status: "done" | "failed" | "lost" (the attempt lost its lease: record its usage,
@@ -19,15 +21,19 @@
 -- ARGV[9] usage rows JSON array ('' = none)   ARGV[10] events ttl (s)   ARGV[11] task ttl (s)
 -- ARGV[12] the delivering message id ('' = none)
 -- ARGV[13] '1' = a degraded result: done, flagged `degraded`, and the paid unit refunded
--- then 2 values per pool, same order as KEYS[13..]: provider, output price per million tokens
+-- ARGV[14] the service step ('' for a task of its own)   ARGV[15] the service id
+-- then 2 values per pool, same order as KEYS[15..]: provider, output price per million tokens
 --
 -- Returns 1 when this call finished the task, 0 when it was already terminal or missing,
 -- -1 when a newer attempt owns the task (only this attempt's lease is released),
 -- 2 for "lost" when no other attempt has taken over yet (nothing else changes),
 -- 3 when a call without a lease finds a live attempt running the task: nothing changes
--- (the failure callback never fails a task that is alive).
+-- (the failure callback never fails a task that is alive). When the call ends a service's
+-- step, the transition it causes is recorded in the service (service_step.lua) and in the
+-- due set, for the caller to carry out.
 
 --! include attempt_row
+--! include service_step
 
 local lease_id = ARGV[1]
 local status = ARGV[2]
@@ -52,12 +58,12 @@ if status == 'lost' then return 2 end
 if lease_id == '' and t[2] then
   -- Failed without a process (failure callback): release the dead attempt's lease, log it.
   local held = tonumber(t[4] or '0')
-  if held > 0 and KEYS[12 + held] then
-    local expiry = redis.call('ZSCORE', KEYS[12 + held], t[2])
+  if held > 0 and KEYS[14 + held] then
+    local expiry = redis.call('ZSCORE', KEYS[14 + held], t[2])
     if expiry and tonumber(expiry) > now then return 3 end
-    redis.call('ZREM', KEYS[12 + held], t[2])
-    close_attempt(KEYS[1], KEYS[7], KEYS[8], now, ARGV[13 + (held - 1) * 2 + 1],
-      tonumber(ARGV[13 + (held - 1) * 2 + 2]))
+    redis.call('ZREM', KEYS[14 + held], t[2])
+    close_attempt(KEYS[1], KEYS[7], KEYS[8], now, ARGV[15 + (held - 1) * 2 + 1],
+      tonumber(ARGV[15 + (held - 1) * 2 + 2]))
   end
 end
 redis.call('ZREM', KEYS[4], task_id) -- failed before it started, or waiting for a restart
@@ -97,4 +103,5 @@ else
 end
 redis.call('EXPIRE', KEYS[7], tonumber(ARGV[10]))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[11]))
+service_step(KEYS[13], KEYS[14], ARGV[15], ARGV[14], status, ARGV[6], now)
 return 1

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,6 +20,40 @@ from starlette.routing import Route
 _WORD = re.compile(r"\S+\s*|\s+")
 
 
+class Lockstep:
+    """Holds a stream after each piece until its client says it has seen that piece.
+
+    A test that pins "deltas reach the caller as they come" then needs no clock: were the
+    caller to buffer the stream, the fake would wait in vain and mark the stream `stalled`
+    (or the caller's own read timeout would end it first).
+    """
+
+    def __init__(self, timeout_s: float = 10.0) -> None:
+        # Generous: a client's first chunk can take seconds on a loaded machine (the first
+        # JSON-mode stream imports the SDK's helpers: 1.4 s here when idle).
+        self.timeout_s = timeout_s
+        self.stalled = False
+        self._seen = 0
+        self._lock = threading.Lock()
+
+    def saw(self) -> None:
+        """The client got one more piece (called from the client's side)."""
+        with self._lock:
+            self._seen += 1
+
+    async def wait_seen(self, n: int) -> None:
+        """Wait until the client has seen `n` pieces, or `timeout_s` (then `stalled`)."""
+        deadline = time.monotonic() + self.timeout_s
+        while not self.stalled:
+            with self._lock:
+                if self._seen >= n:
+                    return
+            if time.monotonic() > deadline:
+                self.stalled = True
+                return
+            await asyncio.sleep(0.002)
+
+
 @dataclass(frozen=True)
 class Reply:
     """Answer with `content` (as a tool call when the request offers tools)."""
@@ -29,6 +64,8 @@ class Reply:
     delay_s: float = 0.0  # before the response starts
     token_delay_s: float = 0.0  # between streamed pieces
     usage: bool = True  # send a usage block at all
+    lockstep: Lockstep | None = None  # stream the next piece once the client saw the last
+    together: int = 1  # answer once this many requests for the model arrived (or after 10 s)
 
 
 @dataclass(frozen=True)
@@ -91,6 +128,12 @@ class FakeProvider:
             queue = self._scripts.get(model)
             return queue.popleft() if queue else self.defaults.get(model, self.default)
 
+    async def _gather(self, model: str, n: int) -> None:
+        """Wait until `n` requests for `model` have arrived: they are then in flight together."""
+        deadline = time.monotonic() + 10.0
+        while self.calls(model) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
     def app(self) -> Starlette:
         """The ASGI app (`POST /v1/chat/completions`)."""
         return Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
@@ -101,6 +144,8 @@ class FakeProvider:
         if isinstance(step, Fail):
             error = {"error": {"message": step.message, "type": "server_error", "code": None}}
             return JSONResponse(error, status_code=step.status)
+        if isinstance(step, Reply) and step.together > 1:
+            await self._gather(str(body.get("model")), step.together)
         if isinstance(step, Reply) and step.delay_s:
             await asyncio.sleep(step.delay_s)
         if body.get("stream"):
@@ -165,10 +210,13 @@ async def _stream(body: dict[str, Any], step: Step, include_usage: bool) -> Asyn
     assert not isinstance(step, Fail)
     parts = pieces(step.content)
     yield _chunk(body, {"role": "assistant", "content": ""}, None)
-    for part in parts:
+    lockstep = step.lockstep if isinstance(step, Reply) else None
+    for seen, part in enumerate(parts, 1):
         if isinstance(step, Reply) and step.token_delay_s:
             await asyncio.sleep(step.token_delay_s)
         yield _chunk(body, {"content": part}, None)
+        if lockstep is not None:
+            await lockstep.wait_seen(seen)
     if isinstance(step, Break):
         raise ConnectionAbortedError("scripted connection drop")
     yield _chunk(body, {}, "stop")

@@ -29,6 +29,11 @@ MESSAGES: dict[str, dict[Lang, str]] = {
         "en": "This task has already started or finished and can no longer be cancelled.",
         "zh": "该任务已开始或已结束，无法取消。",
     },
+    "account_busy": {
+        "en": "Some of your tasks are still running. Try again in {retry_after} seconds to "
+        "erase your data; your waiting tasks were cancelled.",
+        "zh": "您仍有任务正在运行，请在 {retry_after} 秒后重试删除数据；排队中的任务已取消。",
+    },
     "not_found": {"en": "Not found.", "zh": "未找到。"},
     "unauthorized": {"en": "Authentication failed.", "zh": "身份验证失败。"},
     "invalid_signature": {"en": "Invalid request signature.", "zh": "请求签名无效。"},
@@ -121,6 +126,24 @@ DETAILS: dict[str, dict[Lang, str]] = {
     "event_id": {
         "en": "the event id must be a stream id (ms-seq, each part at most 2^64-1).",
         "zh": "事件编号必须是流编号（毫秒-序号，每部分不超过 2^64-1）。",
+    },
+    # uploads: the request itself
+    "upload_body": {
+        "en": 'send JSON with a "text" (a job description may send an "image" data URL '
+        'instead), or a multipart form with a "file".',
+        "zh": "请发送包含文本的 JSON（职位描述也可以改为图片），或带有文件的表单。",
+    },
+    "upload_lang": {
+        "en": 'the language must be "en" or "zh".',
+        "zh": "语言只能是英文或中文。",
+    },
+    "bad_multipart": {
+        "en": "the multipart form could not be read.",
+        "zh": "无法解析上传的表单。",
+    },
+    "asset_limit": {
+        "en": "limit must be an integer from 1 to 500.",
+        "zh": "数量上限必须是 1 到 500 之间的整数。",
     },
     # unsupported_file
     "types_resume": {

@@ -131,7 +131,7 @@ DETAILS: dict[str, dict[Lang, str]] = {
     "upload_body": {
         "en": 'send JSON with a "text" (a job description may send an "image" data URL '
         'instead), or a multipart form with a "file".',
-        "zh": "请发送包含文本的 JSON（职位描述也可以改为图片），或带有文件的表单。",
+        "zh": "请在请求体中提供文本（职位描述也可以改为图片），或通过表单上传文件。",
     },
     "upload_lang": {
         "en": 'the language must be "en" or "zh".',

@@ -10,14 +10,18 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from lib.assets.store import AssetStore
 from lib.auth import app_secret
 from lib.body_limit import PRODUCER_RULES, body_limit_middleware
 from lib.http_errors import EXCEPTION_HANDLERS
+from lib.pg import Postgres
 from lib.publisher import LazyPublisher, Publisher
 from lib.redisport import RedisPort
+from lib.services.store import ServiceStore
 from lib.settings import Settings, get_settings
 from lib.tasks import TaskStore
-from producer import events, info, queues, tasks
+from lib.users.store import UserStore
+from producer import assets, events, info, me, queues, tasks, uploads
 from producer.identity import IdentityMiddleware
 
 logger = logging.getLogger(__name__)
@@ -28,6 +32,7 @@ def create_app(
     *,
     redis: RedisPort | None = None,
     publisher: Publisher | None = None,
+    pg: Postgres | None = None,
 ) -> Starlette:
     """The producer app.
 
@@ -38,11 +43,16 @@ def create_app(
         settings: defaults to `get_settings()`.
         redis: a Redis port to use instead of `create_redis(settings)`.
         publisher: a publisher to use instead of the QStash one.
+        pg: the Postgres handle instead of `Postgres.from_settings(settings)` (nothing
+            connects before the first query; psycopg is imported then).
 
     Returns:
         The Starlette app.
     """
     settings = settings or get_settings()
+    owned_pg = Postgres.from_settings(settings) if pg is None else None
+    database = pg or owned_pg
+    assert database is not None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -64,12 +74,28 @@ def create_app(
                 await owned_publisher.aclose()
             if owned_redis is not None:
                 await owned_redis.aclose()
+            if owned_pg is not None:
+                await owned_pg.aclose()
 
     routes = [
         Route("/api/tasks", tasks.submit, methods=["POST"]),
         Route("/api/tasks/{task_id}", tasks.status, methods=["GET"]),
         Route("/api/tasks/{task_id}", tasks.cancel, methods=["DELETE"]),
         Route("/api/tasks/{task_id}/events", events.stream, methods=["GET"]),
+        Route("/api/upload/resume", uploads.upload_resume, methods=["POST"]),
+        Route("/api/upload/detailed-resume", uploads.upload_detailed_resume, methods=["POST"]),
+        Route("/api/upload/jd", uploads.upload_jd, methods=["POST"]),
+        Route("/api/assets", assets.list_assets, methods=["GET"]),
+        Route("/api/resumes/{asset_id}", assets.get_resume, methods=["GET"]),
+        Route("/api/resumes/{asset_id}", assets.delete_resume, methods=["DELETE"]),
+        Route("/api/detailed-resumes/{asset_id}", assets.get_detailed_resume, methods=["GET"]),
+        Route(
+            "/api/detailed-resumes/{asset_id}", assets.delete_detailed_resume, methods=["DELETE"]
+        ),
+        Route("/api/jobs/{asset_id}", assets.get_job, methods=["GET"]),
+        Route("/api/jobs/{asset_id}", assets.delete_job, methods=["DELETE"]),
+        Route("/api/jobs/{asset_id}/image", assets.get_job_image, methods=["GET"]),
+        Route("/api/me", me.erase_me, methods=["DELETE"]),
         Route("/api/queues", queues.queues, methods=["GET"]),
         Route("/api/templates", info.templates, methods=["GET"]),
         Route("/api/usage", info.usage, methods=["GET"]),
@@ -88,4 +114,8 @@ def create_app(
     app.state.redis = redis
     app.state.store = TaskStore(redis, settings) if redis is not None else None
     app.state.publisher = publisher
+    app.state.pg = database
+    app.state.assets = AssetStore(database)
+    app.state.users = UserStore(database)
+    app.state.services = ServiceStore(database)
     return app

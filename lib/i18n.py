@@ -31,8 +31,8 @@ MESSAGES: dict[str, dict[Lang, str]] = {
     },
     "account_busy": {
         "en": "Some of your tasks are still running. Try again in {retry_after} seconds to "
-        "erase your data; your waiting tasks were cancelled.",
-        "zh": "您仍有任务正在运行，请在 {retry_after} 秒后重试删除数据；排队中的任务已取消。",
+        "erase your data.",
+        "zh": "您仍有任务正在运行，请在 {retry_after} 秒后重试删除数据。",
     },
     "not_found": {"en": "Not found.", "zh": "未找到。"},
     "unauthorized": {"en": "Authentication failed.", "zh": "身份验证失败。"},

@@ -47,13 +47,13 @@ def asset_json(asset: Asset) -> dict[str, Any]:
 
 
 async def _get(request: Request, kind: Kind) -> JSONResponse:
-    assets: AssetStore = request.app.state.assets
+    assets = AssetStore(request.app.state.pg)
     asset = await assets.get(kind, request.path_params["asset_id"], identity(request).user_id)
     return JSONResponse(asset_json(asset))
 
 
 async def _delete(request: Request, kind: Kind) -> JSONResponse:
-    assets: AssetStore = request.app.state.assets
+    assets = AssetStore(request.app.state.pg)
     asset_id = request.path_params["asset_id"]
     await assets.delete(kind, asset_id, identity(request).user_id)
     return JSONResponse({ID_FIELDS[kind]: asset_id, "kind": kind, "deleted": True})
@@ -76,7 +76,7 @@ async def get_job(request: Request) -> JSONResponse:
 
 async def get_job_image(request: Request) -> Response:
     """`GET /api/jobs/{id}/image`: the screenshot, as uploaded."""
-    assets: AssetStore = request.app.state.assets
+    assets = AssetStore(request.app.state.pg)
     asset = await assets.get(
         "jd", request.path_params["asset_id"], identity(request).user_id, with_image=True
     )
@@ -106,7 +106,7 @@ async def delete_job(request: Request) -> JSONResponse:
 
 async def list_assets(request: Request) -> JSONResponse:
     """`GET /api/assets?limit=N`: the caller's assets, newest first (previews, no text)."""
-    assets: AssetStore = request.app.state.assets
+    assets = AssetStore(request.app.state.pg)
     raw = request.query_params.get("limit", str(DEFAULT_LIST))
     try:
         limit = int(raw)

@@ -33,7 +33,6 @@ async def erase_me(request: Request) -> JSONResponse:
     """`DELETE /api/me` → 200 with what was erased."""
     redis: RedisPort = request.app.state.redis
     tasks: TaskStore = request.app.state.store
-    users: UserStore = request.app.state.users
     pg: Postgres = request.app.state.pg
     user_id = identity(request).user_id
     if not pg.configured:
@@ -42,7 +41,7 @@ async def erase_me(request: Request) -> JSONResponse:
     from lib.usage import drain  # psycopg is loaded on this rare path only
 
     await drain(redis, pg.url or "")
-    erased = await users.erase(user_id)
+    erased = await UserStore(pg).erase(user_id)
     keys_deleted = await redis_state.delete(redis, state)
     logger.info("erased %s: %s, %d redis keys", user_id, erased.tables, keys_deleted)
     return JSONResponse(

@@ -173,7 +173,7 @@ async def _body_asset(request: Request, kind: Kind, settings: Settings, ui_lang:
 
 async def _upload(request: Request, kind: Kind) -> JSONResponse:
     settings: Settings = request.app.state.settings
-    assets: AssetStore = request.app.state.assets
+    assets = AssetStore(request.app.state.pg)
     ident = identity(request)
     ui_lang = request_lang(request)
     asset = await _body_asset(request, kind, settings, ui_lang)

@@ -12,10 +12,11 @@ import psycopg
 import pytest
 
 from lib import keys
-from lib.assets.store import Owner
+from lib.assets.store import AssetStore, Owner
 from lib.assets.summary_cache import CacheKey, SummaryCache
 from lib.messages import TaskMessage
 from lib.redisport import RedisPort, pairs_to_dict
+from lib.services.store import ServiceStore
 from lib.tasks import Outcome, Run, TaskStore
 from lib.usage import ERASED_USER
 from tests.assets_helpers import app_on, migrated_database, new_user, rows_of
@@ -81,7 +82,7 @@ async def _own_assets(c: Any, app: Any, user: str) -> None:
     r = (await c.post("/api/upload/resume", json={"text": RESUME})).json()
     j = (await c.post("/api/upload/jd", json={"text": JOB})).json()
     d = (await c.post("/api/upload/detailed-resume", json={"text": DETAILED})).json()
-    made = await app.state.services.create(
+    made = await ServiceStore(app.state.pg).create(
         Owner(user, "trial" if user.startswith("trial-") else "user", "en"),
         resume_id=r["resume_id"],
         job_id=j["job_id"],
@@ -90,8 +91,8 @@ async def _own_assets(c: Any, app: Any, user: str) -> None:
         lang="en",
     )
     assert made.service is not None
-    assert await app.state.services.claim_step(made.service.id, "resume_summary")
-    sha = (await app.state.assets.get("resume", r["resume_id"], user)).content_sha256
+    assert await ServiceStore(app.state.pg).claim_step(made.service.id, "resume_summary")
+    sha = (await AssetStore(app.state.pg).get("resume", r["resume_id"], user)).content_sha256
     key = CacheKey(user, sha, "resume_summary", "en", "glm-4.5-flash", "v1")
     assert await SummaryCache(app.state.pg).put(key, {"summary": "x"}, 12)
 

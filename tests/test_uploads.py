@@ -344,14 +344,15 @@ async def test_tasks_never_touch_postgres_and_assets_need_it(
 
 
 def test_the_producer_imports_no_database_driver() -> None:
-    """`import producer.app` in a fresh interpreter loads no psycopg, psycopg_pool or LLM layer."""
-    code = (
-        "import sys, json, producer.app; "
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
-    )
+    """`import producer.app` in a fresh interpreter loads no psycopg, psycopg_pool or LLM
+    layer, and none of the asset layer (imported by the first asset request)."""
+    code = "import sys, json, producer.app; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     loaded = set(json.loads(out.stdout))
-    assert not loaded & {"psycopg", "psycopg_pool", "psycopg_binary", "langchain_openai", "openai"}
-    assert not loaded & {"pypdf", "docx", "lxml", "PIL"}
+    tops = {m.split(".")[0] for m in loaded}
+    assert not tops & {"psycopg", "psycopg_pool", "psycopg_binary", "langchain_openai", "openai"}
+    assert not tops & {"pypdf", "docx", "lxml", "PIL"}
+    lazy = {"producer.uploads", "producer.assets", "producer.me", "lib.assets.store"}
+    assert not loaded & (lazy | {"lib.assets.files", "lib.services.store", "lib.users.store"})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,14 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
 logger = logging.getLogger(__name__)
+
+
+def parse_id(value: str) -> uuid.UUID | None:
+    """A row id (asset, service) from a path (32 hex digits, dashes allowed); None if not one."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
 
 
 class Postgres:

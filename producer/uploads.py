@@ -26,13 +26,14 @@ from starlette.responses import JSONResponse
 
 from lib.assets import files, language
 from lib.assets.files import Extracted, Kind
-from lib.assets.store import AssetStore, NewAsset, Owner
+from lib.assets.store import AssetStore, NewAsset
 from lib.errors import BadImage, ImageTooLarge, InvalidRequest, UnsupportedFile
 from lib.http_errors import request_lang
 from lib.i18n import Lang, normalize_lang
 from lib.json_body import read_json
 from lib.llm.variables import check_image
 from lib.settings import Settings
+from lib.users.owner import Owner
 from producer.identity import identity
 
 logger = logging.getLogger(__name__)

@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 import pytest
 
-from lib.assets.store import AssetStore, NewAsset, Owner
+from lib.assets.store import AssetStore, NewAsset
 from lib.assets.summary_cache import CacheKey, SummaryCache
 from lib.db import migrate
 from lib.errors import NotFound, ServiceUnavailable
 from lib.pg import Postgres
 from lib.services.store import ServiceStore
+from lib.users.owner import Owner
 from lib.users.store import UserStore
 from tests.assets_helpers import migrated_database, new_user, rows_of
 from tests.fakes.pg import fresh_database

@@ -12,13 +12,14 @@ import psycopg
 import pytest
 
 from lib import keys
-from lib.assets.store import AssetStore, Owner
+from lib.assets.store import AssetStore
 from lib.assets.summary_cache import CacheKey, SummaryCache
 from lib.messages import TaskMessage
 from lib.redisport import RedisPort, pairs_to_dict
 from lib.services.store import ServiceStore
 from lib.tasks import Outcome, Run, TaskStore
 from lib.usage import ERASED_USER
+from lib.users.owner import Owner
 from tests.assets_helpers import app_on, migrated_database, new_user, rows_of
 from tests.producer_helpers import CountingRedis, RecordingPublisher, client_for
 

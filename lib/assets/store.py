@@ -13,7 +13,6 @@ psycopg is imported by `lib.pg` on the first connection, not with this module.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from lib.assets.files import Kind
 from lib.errors import NotFound
 from lib.i18n import Lang
-from lib.pg import Postgres
+from lib.pg import Postgres, parse_id
+from lib.users.owner import UPSERT_OWNER, Owner, owner_params
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -29,15 +29,6 @@ if TYPE_CHECKING:
 Source = Literal["text", "pdf", "docx", "image"]
 PREVIEW_CHARS = 120
 MAX_LIST = 500
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Who owns what is written: the caller's id and kind, and their language for `users`."""
-
-    user_id: str
-    kind: Literal["trial", "user"]
-    lang: Lang
 
 
 @dataclass(frozen=True)
@@ -136,14 +127,6 @@ class AssetListing:
     created_at: datetime
 
 
-def parse_id(value: str) -> uuid.UUID | None:
-    """An asset or service id from a path (32 hex digits, dashes allowed); None if not one."""
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
-
-
 def _ident(name: str) -> sql.Identifier:
     from psycopg import sql
 
@@ -155,18 +138,6 @@ def _q(template: str, **names: str) -> sql.Composed:
     from psycopg import sql
 
     return sql.SQL(template).format(**{k: _ident(v) for k, v in names.items()})
-
-
-# The owner's row, created by the first write that needs it (nothing on later writes).
-UPSERT_OWNER = (
-    "INSERT INTO users (id, kind, lang_pref) VALUES (%(user)s, %(user_kind)s, %(lang_pref)s)"
-    " ON CONFLICT (id) DO NOTHING"
-)
-
-
-def owner_params(owner: Owner) -> dict[str, Any]:
-    """The parameters `UPSERT_OWNER` takes."""
-    return {"user": owner.user_id, "user_kind": owner.kind, "lang_pref": owner.lang}
 
 
 class AssetStore:

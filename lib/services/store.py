@@ -16,9 +16,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, cast
 
-from lib.assets.store import UPSERT_OWNER, Owner, owner_params, parse_id
 from lib.errors import NotFound
-from lib.pg import Postgres
+from lib.pg import Postgres, parse_id
+from lib.users.owner import UPSERT_OWNER, Owner, owner_params
 
 ServiceStatus = Literal["created", "running", "done", "error"]
 Depth = Literal["a", "b", "c"]

@@ -1,7 +1,7 @@
 """The `users` table: the owner row of every asset and service, and erasing a user.
 
 A row is made by the first write that needs an owner (an upload, a service), inside that
-write's own statement (`lib.assets.store.UPSERT_OWNER`): requests that only read never
+write's own statement (`lib.users.owner.UPSERT_OWNER`): requests that only read never
 touch this table. `users.id` is the caller's identity (a signed-in id or a trial id).
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from lib.assets.store import UPSERT_OWNER, Owner, owner_params
 from lib.pg import Postgres
+from lib.users.owner import UPSERT_OWNER, Owner, owner_params
 
 # Every table whose rows a user owns, counted before an erase (the cascade deletes them).
 OWNED_TABLES: tuple[str, ...] = (

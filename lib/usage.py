@@ -234,6 +234,29 @@ async def _insert(conn: psycopg.AsyncConnection[Any], rows: Sequence[tuple[Any, 
             return max(cur.rowcount, 0)
 
 
+# What `forget_user` puts in place of an erased user's id.
+ERASED_USER = "erased"
+
+
+async def forget_user(conn: psycopg.AsyncConnection[Any], user_id: str) -> int:
+    """Detach a user's usage rows from them (`DELETE /api/me`), in the caller's transaction.
+
+    The rows stay for the operator's accounting (tokens, cost, latency per model); their
+    `user_id` becomes `ERASED_USER`. Rows still waiting in the usage stream are drained
+    by the next drain with the old id; drain first to leave none.
+
+    Returns:
+        How many rows were detached.
+    """
+    cur = await conn.execute(
+        sql.SQL("UPDATE {table} SET user_id = %(erased)s WHERE user_id = %(user)s").format(
+            table=sql.Identifier(TABLE)
+        ),
+        {"erased": ERASED_USER, "user": user_id},
+    )
+    return max(cur.rowcount, 0)
+
+
 @dataclass(frozen=True)
 class UsageBucket:
     """One user's usage for one day, model and template."""

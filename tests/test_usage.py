@@ -59,18 +59,18 @@ def rec(**overrides: object) -> UsageRecord:
 
 
 async def test_migrate_applies_each_version_once(postgres_url: str) -> None:
-    """`migrate` applies 0001 and 0002 on an empty database and nothing the second time."""
+    """`migrate` applies every version on an empty database and nothing the second time."""
     url = fresh_database(postgres_url, "mig")
-    assert await db.migrate(url) == ["0001", "0002"]
+    assert await db.migrate(url) == ["0001", "0002", "0003"]
     assert await db.migrate(url) == []
-    assert count(url, "schema_migrations") == 2
+    assert count(url, "schema_migrations") == 3
 
 
 async def test_concurrent_migrations_apply_once(postgres_url: str) -> None:
     """Two migrators at once: one applies, the other finds it done (advisory lock)."""
     url = fresh_database(postgres_url, "mig")
     results = await asyncio.gather(db.migrate(url), db.migrate(url))
-    assert sorted(results) == [[], ["0001", "0002"]]
+    assert sorted(results) == [[], ["0001", "0002", "0003"]]
 
 
 SPECIFIED_COLUMNS = [
@@ -171,7 +171,7 @@ async def test_migration_0002_keeps_every_row_of_0001(
         top = conn.execute("SELECT max(id) FROM llm_usage_logs").fetchone()
     assert len(before) == 11 and top is not None
 
-    assert await db.migrate(url) == ["0002"]
+    assert await db.migrate(url) == ["0002", "0003"]
 
     with psycopg.connect(url) as conn:
         after = conn.execute(

@@ -168,8 +168,12 @@ class ServiceStore:
         cost: Decimal | int = 0,
         idem_key: str | None = None,
         max_pending: int | None = None,
+        service_id: str | None = None,
     ) -> Creation:
         """Create a service (status `created`) for assets the owner owns.
+
+        `service_id` names it (the id its live state in Redis was admitted under);
+        Postgres makes one otherwise.
 
         In one transaction under a per-owner lock: the service with the same `idem_key`
         is returned if there is one; else, with `max_pending` set, the owner's pending
@@ -196,6 +200,7 @@ class ServiceStore:
             "cost": cost,
             "idem": idem_key,
             "ns": _LOCK_NAMESPACE,
+            "sid": _uuid_or_none(service_id),
         }
         async with self.pg.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%(ns)s, hashtext(%(user)s))", params)
@@ -219,9 +224,10 @@ class ServiceStore:
                 return Creation(None, existing=False, pending=pending)
             cur = await conn.execute(
                 "WITH owner AS (" + UPSERT_OWNER + ")"
-                " INSERT INTO services (user_id, resume_id, job_id, detailed_resume_id, depth,"
-                " lang, tier, cost, idem_key)"
-                " SELECT %(user)s, %(resume)s::uuid, %(job)s::uuid, %(detailed)s::uuid,"
+                " INSERT INTO services (id, user_id, resume_id, job_id, detailed_resume_id,"
+                " depth, lang, tier, cost, idem_key)"
+                " SELECT coalesce(%(sid)s::uuid, gen_random_uuid()), %(user)s, %(resume)s::uuid,"
+                " %(job)s::uuid, %(detailed)s::uuid,"
                 " %(depth)s, %(lang)s, %(tier)s::text, %(cost)s::numeric, %(idem)s::text"
                 " WHERE EXISTS (SELECT 1 FROM resumes WHERE id = %(resume)s AND user_id = %(user)s)"
                 " AND EXISTS (SELECT 1 FROM job_descriptions"

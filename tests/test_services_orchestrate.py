@@ -17,7 +17,7 @@ from lib.messages import TaskMessage
 from lib.pg import Postgres
 from lib.redisport import RedisPort, pairs_to_dict
 from lib.routing import Route
-from lib.services.orchestrate import CreateRequest, Orchestrator
+from lib.services.orchestrate import Created, CreateRequest, Orchestrator
 from lib.settings import Settings
 from lib.tasks import Outcome, Run, TaskStore
 from lib.users.owner import Owner
@@ -86,6 +86,13 @@ def _canned(template: str) -> dict[str, Any]:
     if template == "job_summary":
         return {"jobTitle": "Backend engineer", "mustHaves": ["Python"], "niceToHaves": []}
     return {"header": {"name": "Maya Chen"}, "summary": "Backend engineer."}
+
+
+async def create(orchestrator: Orchestrator, pg: Postgres, user: str) -> Created:
+    """A depth-c service of `user` over fresh assets."""
+    return await orchestrator.create(
+        Owner(user, "user", "en"), await made(pg, user), client_address=""
+    )
 
 
 def messages(publisher: RecordingPublisher, template: str) -> list[TaskMessage]:

@@ -8,6 +8,7 @@ bench takes the fault's instants with `time.time()` on the same host, the same c
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ class Observed:
     load_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
     extra: list[tuple[str, str]] = field(default_factory=list)
+    # Retry delays the local QStash server scheduled (its log), "12 s" → count; None: n/a.
+    retry_delays: Counter[str] | None = None
 
 
 def event_ms(event: dict[str, Any]) -> int:
@@ -171,6 +174,7 @@ def figures(run: Observed) -> list[tuple[str, str]]:
     restarted = [f.restart_after_ms for f in per if f.restart_after_ms is not None]
     gaps = [f.gap_ms for f in per if f.gap_ms is not None]
     n = len(run.tasks)
+    after_restart = sorted(d - run.back_ms for d in done_at if d >= run.back_ms)
     rows = [
         *run.params,
         ("tasks accepted (202)", str(n)),
@@ -221,6 +225,13 @@ def figures(run: Observed) -> list[tuple[str, str]]:
         ),
         ("fault → last task done", _s(last_done - run.fault_ms) if last_done else "-"),
         (
+            "tasks done after the restart",
+            f"{len(after_restart)}; restart → done median "
+            f"{_s(after_restart[len(after_restart) // 2])}, worst {_s(after_restart[-1])}"
+            if after_restart
+            else "0",
+        ),
+        (
             "worst kill → restart event",
             f"{_s(max(restarted))} ({len(restarted)} tasks restarted; median "
             f"{_s(sorted(restarted)[len(restarted) // 2])})"
@@ -229,11 +240,33 @@ def figures(run: Observed) -> list[tuple[str, str]]:
         ),
         ("worst stream gap across the fault", _s(max(gaps)) if gaps else "-"),
         ("first submit → last done", _s(last_done - run.first_submit_ms) if last_done else "-"),
+        (
+            "QStash retry delays (its log)",
+            ", ".join(f"{k} ×{v}" for k, v in sorted(run.retry_delays.items(), key=_delay))
+            or "none"
+            if run.retry_delays is not None
+            else "- (in-process QStash, not logged)",
+        ),
         *run.extra,
         ("load average at start", " ".join(f"{v:.2f}" for v in run.load_start)),
         ("load average at end", " ".join(f"{v:.2f}" for v in run.load_end)),
     ]
     return rows
+
+
+RETRY_LINE = re.compile(r"status (\d+), retry \d+ in ([\d.]+) s")
+
+
+def retry_delays(log_text: str) -> Counter[str]:
+    """The local QStash server's scheduled retries by delay: "12 s (status 0)" → count."""
+    return Counter(
+        f"{float(delay):.0f} s ({'refused/cut' if status == '0' else status})"
+        for status, delay in RETRY_LINE.findall(log_text)
+    )
+
+
+def _delay(item: tuple[str, int]) -> float:
+    return float(item[0].split()[0])
 
 
 def sequence(task: Task, fault_ms: int) -> str:

@@ -9,9 +9,9 @@ each, on a paced offline model (200 ms to the first token, then `--stream-s` of 
 - `app-kill`: the whole stack as separate processes (`tests/faults/harness.py`), the
   combined app (`uvicorn api.index:app`) on a few slots; kill -9 of the app `--kill-after-s`
   (4) after the first token streamed, restarted `--down-s` (10) later.
-- `redis-outage`: every task running (one slot each) when the app's Valkey is killed and
-  restarted on its port with its data folder 3 s later, then the same with SIGSTOP/SIGCONT
-  (a hang: it accepts, never answers).
+- `redis-outage`: every task streaming (one slot each, 8 s streams) when the app's Valkey
+  is killed and restarted on its port with its data folder 3 s later, then the same with
+  SIGSTOP/SIGCONT (a hang: it accepts, never answers).
 - `dev-kill`: the real CLI (`slotline dev`): tasks acknowledged, kill -9 of the CLI process
   a second later (its guard stops Valkey and Postgres), restart on the same state folder.
 
@@ -43,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fault_figures import Observed, event_ms, figures, problems  # noqa: E402
+from bench.fault_figures import Observed, event_ms, figures, problems, retry_delays  # noqa: E402
 from lib.settings import Settings  # noqa: E402
 from tests.faults.client import (  # noqa: E402
     Api,
@@ -128,6 +128,22 @@ async def conclude(
     }
 
 
+async def all_running(api: Api, tasks: list[Task], *, timeout_s: float) -> None:
+    """Wait until every task's status is `running` (statuses only: cheap under load).
+
+    Raises:
+        TimeoutError: not all were running at once within `timeout_s`.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        await api.refresh(tasks)
+        if all(t.state == "running" for t in tasks):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not all running at once: {dict(outcome(tasks))}")
+        await asyncio.sleep(0.1)
+
+
 def stack_config(slots: int, stream_s: float, database_url: str) -> StackConfig:
     return StackConfig(
         app_env={"GLM_FLASH_MAX_WORKERS": str(slots), **OPEN_LIMITS},
@@ -177,6 +193,7 @@ async def app_kill(args: argparse.Namespace, folder: Path, database_url: str) ->
                 database_url=lambda: stack.database_url,
                 stall_s=args.stall_s,
             )
+        seen["retry_delays"] = retry_delays(stack.parts["qstash"].log_tail(10**8))
     finally:
         stack.stop()
     params = [
@@ -202,7 +219,8 @@ async def redis_outage(
             ref = await reference(api)
             at.first_submit_ms = now_ms()
             tasks = await api.submit_many([f"outage-{i}" for i in range(tasks_n)])
-            await api.wait_running(tasks, tasks_n, timeout_s=60, poll_s=0.3)
+            await all_running(api, tasks, timeout_s=60)
+            await asyncio.sleep(args.outage_after_s)  # past the first token of each
             if mode == "kill":
                 stack.kill("valkey", signal.SIGKILL)
                 at.fault_ms = now_ms()
@@ -225,6 +243,7 @@ async def redis_outage(
                 database_url=lambda: stack.database_url,
                 stall_s=args.stall_s,
             )
+        seen["retry_delays"] = retry_delays(stack.parts["qstash"].log_tail(10**8))
     finally:
         stack.stop()
     what = (
@@ -234,7 +253,10 @@ async def redis_outage(
     )
     params = [
         *common_params(_with(args, stream_s=args.outage_stream_s), tasks_n, slots),
-        ("fault", f"{what}, {args.outage_s:g} s, with every task streaming"),
+        (
+            "fault",
+            f"{what}, {args.outage_s:g} s, {args.outage_after_s:g} s after every task was running",
+        ),
     ]
     name = f"Redis outage ({'kill -9' if mode == 'kill' else 'SIGSTOP hang'})"
     return Observed(name, params, tasks, ref, lease_ms=LEASE_MS, **seen)
@@ -374,8 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-after-s", type=float, default=4.0)
     parser.add_argument("--down-s", type=float, default=10.0)
     parser.add_argument("--outage-tasks", type=int, default=30, help="one slot each")
-    parser.add_argument("--outage-stream-s", type=float, default=6.0)
+    parser.add_argument("--outage-stream-s", type=float, default=8.0)
     parser.add_argument("--outage-s", type=float, default=3.0)
+    parser.add_argument(
+        "--outage-after-s", type=float, default=1.0, help="from all running to the outage"
+    )
     parser.add_argument("--dev-tasks", type=int, default=30)
     parser.add_argument("--dev-slots", type=int, default=5)
     parser.add_argument("--dev-kill-after-s", type=float, default=1.0)

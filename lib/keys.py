@@ -96,6 +96,11 @@ def usage_drain_lock() -> str:
     return "usage:drain:lock"
 
 
+def usage_drain_again() -> str:
+    """Flag: a drain found the lock held and asks the running one for another pass."""
+    return "usage:drain:again"
+
+
 def qstash_namespace() -> str:
     """Prefix for every key of the local QStash-compatible server."""
     return "lqs:"

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     # plan). A crash costs 2 (the broken delivery, then one wait for the dead lease), a
     # Redis outage of up to a lease about 2 more; docs/decisions.md, "Retry budget".
     qstash_retries: int = 5
+    # The delay before each retry (`Upstash-Retry-Delay`, ms, over `retried` from 0) when
+    # the worker gave no `Retry-After` (it was unreachable: a crash, a deploy). QStash's
+    # own schedule is 12 s, then 2 m 28 s: a message refused twice by an app that was down
+    # a little longer than 12 s would wait minutes with slots free. This one: 10, 20, 40,
+    # 80, 160 s (5 min 10 s in all, then the failure callback reissues the ticket).
+    qstash_retry_delay: str = "min(900000, 10000 * pow(2, retried))"
     # A dead-lettered message is replaced by a new one (the failure callback) this many
     # times while its queue still has work, before the tasks it served are failed.
     ticket_reissues: int = 2

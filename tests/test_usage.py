@@ -18,7 +18,7 @@ from lib.errors import ServiceUnavailable
 from lib.llm.cost import cost
 from lib.local.embedded import EmbeddedPostgres
 from lib.redis_tcp import TcpRedis
-from lib.redisport import RedisPort
+from lib.redisport import RedisPort, load_script, run_script
 from lib.usage import UsageRecord
 from tests.fakes.pg import count, fresh_database, truncate
 
@@ -305,12 +305,41 @@ async def test_drain_is_idempotent_after_commit_without_delete(redis: RedisPort,
 
 
 async def test_drain_skips_while_another_holds_the_lock(redis: RedisPort, pg: str) -> None:
-    """A concurrent drain (lock held) returns 0 and leaves the entries for the holder."""
+    """A concurrent drain (lock held) returns 0 and asks the holder for one more pass."""
     await usage.append(redis, [rec()])
     await redis.execute("SET", keys.usage_drain_lock(), "other", "PX", 10_000)
     assert await usage.drain(redis, pg) == 0
     assert await usage.pending(redis) == 1
     assert await redis.execute("GET", keys.usage_drain_lock()) == "other"
+    # The holder, releasing after its last read, is told to pass again (and keeps the
+    # lock); the next release lets it go.
+    unlock = load_script("drain_unlock")
+    lock, again = keys.usage_drain_lock(), keys.usage_drain_again()
+    assert await run_script(redis, unlock, [lock, again], ["other"]) == 2
+    assert await run_script(redis, unlock, [lock, again], ["other"]) == 1
+    assert await redis.execute("EXISTS", lock) == 0
+
+
+async def test_rows_that_arrive_during_a_drain_are_drained_by_it(redis: RedisPort, pg: str) -> None:
+    """Two tasks end while one drain runs: the second's drain leaves it to the first, which
+    takes another pass: nothing stays in Redis."""
+    await usage.append(redis, [rec()])
+    real_insert = usage._insert
+    arrived = asyncio.Event()
+
+    async def slow_insert(conn: object, rows: list[tuple[object, ...]]) -> int:
+        if not arrived.is_set():
+            await usage.append(redis, [rec()])  # the next task's row, mid-drain
+            assert await usage.drain(redis, pg) == 0  # its own drain: the lock is held
+            arrived.set()
+        return await real_insert(conn, rows)  # type: ignore[arg-type]
+
+    usage._insert = slow_insert  # type: ignore[assignment]
+    try:
+        assert await usage.drain(redis, pg) == 2
+    finally:
+        usage._insert = real_insert  # type: ignore[assignment]
+    assert await usage.pending(redis) == 0 and count(pg) == 2
 
 
 async def test_undecodable_entry_is_logged_and_dropped(

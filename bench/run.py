@@ -1,7 +1,8 @@
-"""`make bench`: the pipeline benchmark, the contention benchmark, then the LLM-layer one.
+"""`make bench`: the pipeline, contention, fault (one run per fault) and LLM-layer benchmarks.
 
 Each runs in its own interpreter (cold imports stay cold, servers stay apart) with a time
-limit. Figures are printed; a missed target does not fail the run unless `--strict`.
+limit. Figures are printed; a missed target (or, for the fault bench, a task that went
+wrong) does not fail the run unless `--strict`.
 
     .venv/bin/python bench/run.py [--quick] [--strict]
 """
@@ -17,16 +18,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LIMIT_S = 300
+# A fault run waits out the production lease (30 s) at least twice: after the fault, and
+# after the end before it reads what is left.
+FAULT_LIMIT_S = 600
+FAULTS = ("app-kill", "redis-outage", "dev-kill")
 
 
-def run(script: Path, args: list[str]) -> int:
+def run(script: Path, args: list[str], limit_s: float = LIMIT_S) -> int:
     """Run one bench script; its output goes straight to ours."""
     print(f"\n$ python {script.relative_to(ROOT)} {' '.join(args)}".rstrip(), flush=True)
     started = time.monotonic()
     try:
-        code = subprocess.call([sys.executable, str(script), *args], cwd=ROOT, timeout=LIMIT_S)
+        code = subprocess.call([sys.executable, str(script), *args], cwd=ROOT, timeout=limit_s)
     except subprocess.TimeoutExpired:
-        print(f"{script.name} exceeded {LIMIT_S} s and was stopped", flush=True)
+        print(f"{script.name} exceeded {limit_s:g} s and was stopped", flush=True)
         return 124
     print(f"({script.name}: exit {code}, {time.monotonic() - started:.0f} s)", flush=True)
     return code
@@ -41,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     pipeline_args = [*(["--quick"] if args.quick else []), *(["--strict"] if args.strict else [])]
     codes = [run(HERE / "pipeline.py", pipeline_args)]
     codes.append(run(HERE / "contention.py", ["--quick"] if args.quick else []))
+    for fault in FAULTS:
+        codes.append(run(HERE / "faults.py", ["--only", fault, *pipeline_args], FAULT_LIMIT_S))
     llm_layer = HERE / "llm_layer.py"
     if llm_layer.exists():
         codes.append(run(llm_layer, ["--quick"] if args.quick else []))

@@ -34,7 +34,7 @@ from lib.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-BodyKind = Literal["default", "tasks", "worker", "callback"]
+BodyKind = Literal["default", "tasks", "upload", "worker", "callback"]
 
 SIGNATURE_HEADER = "upstash-signature"
 
@@ -53,7 +53,10 @@ class BodyRule:
     signed: bool = False
 
 
-PRODUCER_RULES: tuple[BodyRule, ...] = (BodyRule("tasks", re.compile(r"/api/tasks")),)
+PRODUCER_RULES: tuple[BodyRule, ...] = (
+    BodyRule("tasks", re.compile(r"/api/tasks")),
+    BodyRule("upload", re.compile(r"/api/upload/(?:resume|detailed-resume|jd)")),
+)
 
 WORKER_RULES: tuple[BodyRule, ...] = (
     BodyRule("callback", re.compile(r"/api/worker/failed"), signed=True),
@@ -67,6 +70,7 @@ def body_limits(settings: Settings) -> dict[BodyKind, int]:
     return {
         "default": settings.body_limit_default_bytes,
         "tasks": settings.body_limit_tasks_bytes,
+        "upload": settings.upload_body_limit(),
         "worker": settings.body_limit_worker_bytes,
         "callback": settings.body_limit_callback_bytes,
     }

@@ -145,7 +145,8 @@ def database_part(s: Settings) -> Part:
         [
             Missing(
                 "DATABASE_URL",
-                "usage logs (llm_usage_logs), GET /api/usage and `slotline migrate` "
+                "usage logs (llm_usage_logs), GET /api/usage, uploads and assets "
+                "(/api/upload/…, /api/assets, DELETE /api/me) and `slotline migrate` "
                 "outside the local stack",
             )
         ],

@@ -65,6 +65,13 @@ class TaskNotCancellable(SlotlineError):
     status = 409
 
 
+class AccountBusy(_RetryAfter):
+    """`DELETE /api/me` while a task of the caller runs: its worker would write after us."""
+
+    code = "account_busy"
+    status = 409
+
+
 class NotFound(SlotlineError):
     code = "not_found"
     status = 404

@@ -65,6 +65,17 @@ def events(user: str, service: str, task_id: str) -> str:
     return f"cs:events:{user}:{service}:{task_id}"
 
 
+def events_match(user: str) -> str:
+    """SCAN MATCH pattern for every event stream of a user (`cs:events:{user}:*`)."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in user)
+    return f"cs:events:{escaped}:*"
+
+
+def events_task_id(key: str) -> str:
+    """The task id of an event stream key (its last part: ids and services have no `:`)."""
+    return key.rsplit(":", 1)[-1]
+
+
 def idem(digest: str) -> str:
     """Idempotency key (value = task id)."""
     return f"idem:{digest}"
@@ -83,6 +94,11 @@ def usage_stream() -> str:
 def usage_drain_lock() -> str:
     """Lock so only one drain flushes the usage stream at a time."""
     return "usage:drain:lock"
+
+
+def usage_drain_again() -> str:
+    """Flag: a drain found the lock held and asks the running one for another pass."""
+    return "usage:drain:again"
 
 
 def qstash_namespace() -> str:

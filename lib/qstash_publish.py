@@ -51,11 +51,13 @@ class Publisher:
         app_base_url: str,
         timeout_s: float = 300.0,
         retries: int = DELIVERY_RETRIES,
+        retry_delay: str | None = None,
     ) -> None:
         self._client = client
         self.app_base_url = app_base_url.rstrip("/")
         self.timeout = f"{math.ceil(timeout_s)}s"
         self.retries = retries
+        self.retry_delay = retry_delay
 
     @classmethod
     def from_settings(cls, settings: Settings, *, retry: RetryConfig | bool = True) -> Publisher:
@@ -85,6 +87,7 @@ class Publisher:
             app_base_url=settings.app_base_url,
             timeout_s=settings.worker_time_limit_s + 20,
             retries=settings.qstash_retries,
+            retry_delay=settings.qstash_retry_delay or None,
         )
 
     async def publish_task(
@@ -110,6 +113,7 @@ class Publisher:
                 url=url,
                 body=body,
                 retries=self.retries,
+                retry_delay=self.retry_delay,
                 timeout=self.timeout,
                 deduplication_id=task_id,
                 failure_callback=self.app_base_url + FAILED_PATH,

@@ -15,6 +15,8 @@ DEV_CURRENT_SIGNING_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
 DEV_NEXT_SIGNING_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
 
 RedisMode = Literal["tcp", "rest", "embedded"]
+# Room for a multipart body's boundaries, part headers and small fields around the file.
+UPLOAD_ENVELOPE_BYTES = 64 * 1024
 
 
 DEFAULT_PRICES: dict[str, dict[str, float | str]] = {
@@ -59,6 +61,12 @@ class Settings(BaseSettings):
     # plan). A crash costs 2 (the broken delivery, then one wait for the dead lease), a
     # Redis outage of up to a lease about 2 more; docs/decisions.md, "Retry budget".
     qstash_retries: int = 5
+    # The delay before each retry (`Upstash-Retry-Delay`, ms, over `retried` from 0) when
+    # the worker gave no `Retry-After` (it was unreachable: a crash, a deploy). QStash's
+    # own schedule is 12 s, then 2 m 28 s: a message refused twice by an app that was down
+    # a little longer than 12 s would wait minutes with slots free. This one: 10, 20, 40,
+    # 80, 160 s (5 min 10 s in all, then the failure callback reissues the ticket).
+    qstash_retry_delay: str = "min(900000, 10000 * pow(2, retried))"
     # A dead-lettered message is replaced by a new one (the failure callback) this many
     # times while its queue still has work, before the tasks it served are failed.
     ticket_reissues: int = 2
@@ -71,6 +79,16 @@ class Settings(BaseSettings):
 
     # Database.
     database_url: SecretStr | None = None
+    # Connections of the request handlers (`lib/pg.py`). A long-lived process keeps a small
+    # pool of up to this many; 0 = no pool, one connection per operation, opened and closed
+    # with it (a serverless invocation: a frozen instance must not hold connections). None
+    # = 0 on Vercel or Lambda (their `VERCEL` / `AWS_LAMBDA_FUNCTION_NAME`), else 4.
+    database_pool_max: int | None = None
+    # Waiting for a pooled connection (or connecting): past it the request answers 503.
+    database_timeout_s: float = 5.0
+    # Set by the serverless platforms themselves (read to choose the connection policy).
+    vercel: str | None = None
+    aws_lambda_function_name: str | None = None
 
     # LLM providers.
     deepseek_api_key: SecretStr | None = None
@@ -126,6 +144,10 @@ class Settings(BaseSettings):
     body_limit_tasks_bytes: int = 8 * 1024 * 1024
     body_limit_worker_bytes: int = 10 * 1024 * 1024
     body_limit_callback_bytes: int = 16 * 1024 * 1024
+    # The upload routes (`/api/upload/…`): a file of UPLOAD_MAX_BYTES in a multipart body,
+    # or a JSON body with a screenshot's data URL. None = UPLOAD_MAX_BYTES + 64 KiB (the
+    # multipart envelope and fields; a 4 MiB image as base64 is 5.6 MB, below it).
+    body_limit_upload_bytes: int | None = None
 
     # Uploads (`lib/assets/files.py`): résumés, detailed résumés and job descriptions as
     # PDF, DOCX or UTF-8 text; a job description also as a PNG/JPEG/WebP screenshot. The
@@ -219,6 +241,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    def serverless(self) -> bool:
+        """Running as a serverless function (Vercel, AWS Lambda)."""
+        return bool(self.vercel or self.aws_lambda_function_name)
+
+    def pool_max(self) -> int:
+        """Most pooled Postgres connections of the request handlers (0: no pool)."""
+        if self.database_pool_max is not None:
+            return max(self.database_pool_max, 0)
+        return 0 if self.serverless() else 4
+
+    def upload_body_limit(self) -> int:
+        """The body limit of the upload routes, in bytes."""
+        if self.body_limit_upload_bytes is not None:
+            return self.body_limit_upload_bytes
+        return self.upload_max_bytes + UPLOAD_ENVELOPE_BYTES
 
     def redis_mode(self) -> RedisMode:
         """Which Redis adapter the settings select."""

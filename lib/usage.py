@@ -151,7 +151,9 @@ async def drain(
     At-least-once and idempotent: entries are deleted from the stream only after
     their rows are committed, and rows carry their entry id (`source_id`, unique),
     so an entry flushed twice (crash between COMMIT and XDEL) inserts nothing twice.
-    Only one drain runs at a time (a Redis lock); a concurrent call returns 0.
+    Only one drain runs at a time (a Redis lock); a concurrent call asks the one running
+    for another pass (`drain_unlock.lua`) and returns 0, so no row waits for a later
+    drain because it arrived during a running one's last read.
 
     Args:
         redis: the Redis port.
@@ -167,31 +169,50 @@ async def drain(
         ServiceUnavailable: Postgres is unreachable or failed; every entry not
             committed stays in the stream for the next drain.
     """
-    lock_key, token = keys.usage_drain_lock(), uuid.uuid4().hex
+    lock_key, again, token = keys.usage_drain_lock(), keys.usage_drain_again(), uuid.uuid4().hex
     if not await redis.execute("SET", lock_key, token, "NX", "PX", lock_ms):
-        return 0
+        await redis.execute("SET", again, 1, "PX", lock_ms)
+        if not await redis.execute("SET", lock_key, token, "NX", "PX", lock_ms):
+            return 0  # the running drain takes another pass for us
     inserted = 0
+    passes = 0
     try:
         async with await db.connect(database_url) as conn:
-            for _ in range(max_batches):
-                entries = await redis.execute(
-                    "XRANGE", keys.usage_stream(), "-", "+", "COUNT", batch
+            while True:
+                inserted += await _drain_pass(redis, conn, batch, max_batches)
+                passes += 1
+                unlock = await run_script(
+                    redis, load_script("drain_unlock"), [lock_key, again], [token]
                 )
-                if not entries:
-                    break
-                ids, rows = _rows_of(entries)
-                if rows:
-                    inserted += await _insert(conn, rows)
-                await redis.execute("XDEL", keys.usage_stream(), *ids)
-                if len(entries) < batch:
+                if int(unlock) != 2 or passes >= max_batches:
                     break
     except psycopg.Error as exc:
+        # Release whatever was asked meanwhile: the rows stay queued for the next drain.
+        while (
+            int(await run_script(redis, load_script("drain_unlock"), [lock_key, again], [token]))
+            == 2
+        ):
+            pass
         logger.warning("usage drain failed, entries kept: %s", type(exc).__name__)
         raise ServiceUnavailable("usage drain: database unavailable") from exc
-    finally:
-        await run_script(redis, load_script("drain_unlock"), [lock_key], [token])
     if inserted:
         logger.info("usage drain: %d rows", inserted)
+    return inserted
+
+
+async def _drain_pass(redis: RedisPort, conn: Any, batch: int, max_batches: int) -> int:
+    """Flush the stream as it is now, batch by batch; the rows inserted."""
+    inserted = 0
+    for _ in range(max_batches):
+        entries = await redis.execute("XRANGE", keys.usage_stream(), "-", "+", "COUNT", batch)
+        if not entries:
+            break
+        ids, rows = _rows_of(entries)
+        if rows:
+            inserted += await _insert(conn, rows)
+        await redis.execute("XDEL", keys.usage_stream(), *ids)
+        if len(entries) < batch:
+            break
     return inserted
 
 
@@ -232,6 +253,29 @@ async def _insert(conn: psycopg.AsyncConnection[Any], rows: Sequence[tuple[Any, 
                 ).format(table=table, cols=cols, tmp=tmp)
             )
             return max(cur.rowcount, 0)
+
+
+# What `forget_user` puts in place of an erased user's id.
+ERASED_USER = "erased"
+
+
+async def forget_user(conn: psycopg.AsyncConnection[Any], user_id: str) -> int:
+    """Detach a user's usage rows from them (`DELETE /api/me`), in the caller's transaction.
+
+    The rows stay for the operator's accounting (tokens, cost, latency per model); their
+    `user_id` becomes `ERASED_USER`. Rows still waiting in the usage stream are drained
+    by the next drain with the old id; drain first to leave none.
+
+    Returns:
+        How many rows were detached.
+    """
+    cur = await conn.execute(
+        sql.SQL("UPDATE {table} SET user_id = %(erased)s WHERE user_id = %(user)s").format(
+            table=sql.Identifier(TABLE)
+        ),
+        {"erased": ERASED_USER, "user": user_id},
+    )
+    return max(cur.rowcount, 0)
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from lib.auth import Identity
-from lib.errors import InvalidRequest, PriorityNotAllowed, PublishFailed
+from lib.errors import InvalidRequest, PriorityNotAllowed
 from lib.http_errors import request_lang
 from lib.json_body import read_json
 from lib.llm.variables import has_image, validate_variables
-from lib.messages import TaskMessage
 from lib.publisher import Publisher
-from lib.routing import Route, route, slot_limit
+from lib.routing import Route, route
 from lib.settings import Settings
-from lib.tasks import PRIORITY_MAX, Admission, Admitted, TaskStore
+from lib.submit import submit as submit_task
+from lib.tasks import PRIORITY_MAX, Admission, TaskStore
 from producer.identity import client_address, identity
 
 logger = logging.getLogger(__name__)
@@ -136,9 +136,7 @@ async def submit(request: Request) -> JSONResponse:
         variables=variables,
         client_address=client_address(request, settings.trusted_proxies),
     )
-    admitted = await store.admit(admission)
-    if not admitted.existing:
-        await _publish(store, publisher, settings, admission, admitted)
+    admitted = await submit_task(store, publisher, settings, admission)
     urls = _urls(admitted.task_id)
     body: dict[str, Any] = {
         "task_id": admitted.task_id,
@@ -152,37 +150,6 @@ async def submit(request: Request) -> JSONResponse:
         **urls,
     }
     return JSONResponse(body, status_code=202, headers={"Location": urls["status_url"]})
-
-
-async def _publish(
-    store: TaskStore, publisher: Publisher, settings: Settings, a: Admission, admitted: Admitted
-) -> None:
-    """Publish the task's message (a ticket for its queue).
-
-    Raises:
-        PublishFailed: the message was not published and the admission was undone.
-    """
-    r = admitted.route
-    message = TaskMessage.build(a.spec(), r)
-    try:
-        await publisher.publish_task(
-            r,
-            message.model_dump(mode="json"),
-            task_id=a.task_id,
-            slot_limit=slot_limit(settings, r.model_id),
-        )
-    except Exception as exc:
-        # Whatever went wrong, the admission must not outlive the lost message.
-        if not isinstance(exc, PublishFailed):
-            logger.exception("publish of task %s failed unexpectedly", a.task_id)
-        else:
-            logger.warning("publish of task %s failed: %s", a.task_id, exc.detail)
-        if await store.abort(a, admitted):
-            raise PublishFailed(task_id=a.task_id) from exc
-        # Not queued any more: the message did get through (e.g. the reply was lost) and
-        # a worker started it, or it was cancelled meanwhile. Undoing nothing is right,
-        # and "nothing was charged" would be false: answer with the task as it is.
-        logger.warning("task %s left the queue during a failed publish; keeping it", a.task_id)
 
 
 async def status(request: Request) -> JSONResponse:

@@ -21,6 +21,7 @@ from lib.body_limit import (
     BodyLimitMiddleware,
     body_limits,
 )
+from lib.llm.variables import max_data_url_chars
 from lib.qstash_verify import Verifier
 from lib.redisport import RedisPort
 from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, Settings
@@ -123,8 +124,15 @@ def test_limits_come_from_settings() -> None:
         body_limit_tasks_bytes=2,
         body_limit_worker_bytes=3,
         body_limit_callback_bytes=4,
+        body_limit_upload_bytes=5,
     )
-    assert body_limits(settings) == {"default": 1, "tasks": 2, "worker": 3, "callback": 4}
+    assert body_limits(settings) == {
+        "default": 1,
+        "tasks": 2,
+        "worker": 3,
+        "callback": 4,
+        "upload": 5,
+    }
 
 
 def test_default_limits_fit_each_other() -> None:
@@ -133,6 +141,20 @@ def test_default_limits_fit_each_other() -> None:
     assert limits["tasks"] >= 6 * MIB  # a 4 MiB image is 5.6 MB of base64, plus texts
     assert limits["worker"] >= limits["tasks"] + 64 * 1024
     assert limits["callback"] >= limits["worker"] * 4 // 3 + 64 * 1024
+
+
+def test_the_upload_limit_follows_the_file_limit() -> None:
+    """Uploads take a file of UPLOAD_MAX_BYTES plus the multipart envelope, and a JSON body
+    with the largest screenshot as a data URL; unset, the limit moves with the file limit."""
+    settings = Settings()
+    limit = body_limits(settings)["upload"]
+    assert limit >= settings.upload_max_bytes + 64 * 1024
+    assert limit >= max_data_url_chars(settings.upload_max_image_bytes) + 1024
+    assert body_limits(Settings(upload_max_bytes=MIB))["upload"] == MIB + 64 * 1024
+    middleware = BodyLimitMiddleware(Recorder(), rules=PRODUCER_RULES, limits=LIMITS)
+    for path in ("/api/upload/resume", "/api/upload/detailed-resume", "/api/upload/jd"):
+        rule = middleware.rule_for("POST", path)
+        assert rule is not None and rule.kind == "upload"
 
 
 async def test_content_length_over_limit_refused_unread() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,26 @@ async def test_409_names_the_running_task_to_attach_to(tmp_path: Path, redis: Re
     assert response.status_code == 409 and body["error"] == "task_already_running"
     assert body["task_id"] == first["task_id"] and body["events_url"] == first["events_url"]
     assert "A task" not in body["message"]  # in the caller's language
+
+
+async def test_a_task_admitted_without_its_message_gets_it_on_resubmit(
+    tmp_path: Path, redis: RedisPort
+) -> None:
+    """A crash between admission and publish: the same request publishes the ticket then."""
+    failing = RecordingPublisher(fail=True)
+
+    async def killed(task_id: str) -> None:
+        # The function instance is stopped mid-request: no handler of ours runs.
+        raise asyncio.CancelledError
+
+    failing.before_fail = killed
+    settings = make_settings(tmp_path)
+    async with signed_in_client(build_app(settings, redis, failing), user="fay") as client:
+        with pytest.raises(asyncio.CancelledError):
+            await client.post("/api/tasks", json=JOB_MATCH)
+    assert await redis.execute("ZCARD", keys.queue_waiting("q_glm_flash")) == 1
+    publisher = RecordingPublisher()
+    async with signed_in_client(build_app(settings, redis, publisher), user="fay") as client:
+        again = (await client.post("/api/tasks", json=JOB_MATCH)).json()
+    assert again["existing"] is True
+    assert [p.task_id for p in publisher.published] == [again["task_id"]]

@@ -75,6 +75,7 @@ async def test_publish_task_reaches_the_worker_path(
     assert stored["flowControlKey"] == "deepseek-chat.paid"
     assert stored["parallelism"] == 5
     assert stored["maxRetries"] == Settings().qstash_retries == 5
+    assert stored["retryDelayExpression"] == "min(900000, 10000 * pow(2, retried))"
     assert stored["failureCallback"] == receiver.url("/api/worker/failed")
     again = await publisher.publish_task(r, {"task_id": "t1"}, task_id="t1", slot_limit=5)
     assert again == message_id

@@ -169,8 +169,11 @@ async def test_a_cached_step_is_announced_with_its_result_once(redis: RedisPort)
     got = await live.admit(service(run=1))
     state = await live.get(got.service_id)
     assert state is not None
-    assert await live.announce(state, "resume_summary", "", cached_result='{"summary":"x"}')
-    assert not await live.announce(state, "resume_summary", "", cached_result='{"summary":"x"}')
+    cached = '{"summary":"x"}'
+    assert await live.announce(state, "resume_summary", "", cached_result=cached, now_ms=NOW)
+    assert not await live.announce(state, "resume_summary", "", cached_result=cached, now_ms=NOW)
+    after = await live.get(got.service_id)
+    assert after is not None and (after.stage, after.left) == ("advancing", 0)  # the only one
     entries = await redis.execute("XRANGE", keys.service_events("u1", got.service_id), "-", "+")
     types = [pairs_to_dict(e[1])["type"] for e in entries]
     assert types == ["service", "step", "result"]

@@ -18,7 +18,7 @@ from lib.errors import ServiceUnavailable
 from lib.llm.cost import cost
 from lib.local.embedded import EmbeddedPostgres
 from lib.redis_tcp import TcpRedis
-from lib.redisport import RedisPort
+from lib.redisport import RedisPort, load_script, run_script
 from lib.usage import UsageRecord
 from tests.fakes.pg import count, fresh_database, truncate
 
@@ -59,18 +59,18 @@ def rec(**overrides: object) -> UsageRecord:
 
 
 async def test_migrate_applies_each_version_once(postgres_url: str) -> None:
-    """`migrate` applies 0001 and 0002 on an empty database and nothing the second time."""
+    """`migrate` applies every version on an empty database and nothing the second time."""
     url = fresh_database(postgres_url, "mig")
-    assert await db.migrate(url) == ["0001", "0002"]
+    assert await db.migrate(url) == ["0001", "0002", "0003"]
     assert await db.migrate(url) == []
-    assert count(url, "schema_migrations") == 2
+    assert count(url, "schema_migrations") == 3
 
 
 async def test_concurrent_migrations_apply_once(postgres_url: str) -> None:
     """Two migrators at once: one applies, the other finds it done (advisory lock)."""
     url = fresh_database(postgres_url, "mig")
     results = await asyncio.gather(db.migrate(url), db.migrate(url))
-    assert sorted(results) == [[], ["0001", "0002"]]
+    assert sorted(results) == [[], ["0001", "0002", "0003"]]
 
 
 SPECIFIED_COLUMNS = [
@@ -171,7 +171,7 @@ async def test_migration_0002_keeps_every_row_of_0001(
         top = conn.execute("SELECT max(id) FROM llm_usage_logs").fetchone()
     assert len(before) == 11 and top is not None
 
-    assert await db.migrate(url) == ["0002"]
+    assert await db.migrate(url) == ["0002", "0003"]
 
     with psycopg.connect(url) as conn:
         after = conn.execute(
@@ -305,12 +305,41 @@ async def test_drain_is_idempotent_after_commit_without_delete(redis: RedisPort,
 
 
 async def test_drain_skips_while_another_holds_the_lock(redis: RedisPort, pg: str) -> None:
-    """A concurrent drain (lock held) returns 0 and leaves the entries for the holder."""
+    """A concurrent drain (lock held) returns 0 and asks the holder for one more pass."""
     await usage.append(redis, [rec()])
     await redis.execute("SET", keys.usage_drain_lock(), "other", "PX", 10_000)
     assert await usage.drain(redis, pg) == 0
     assert await usage.pending(redis) == 1
     assert await redis.execute("GET", keys.usage_drain_lock()) == "other"
+    # The holder, releasing after its last read, is told to pass again (and keeps the
+    # lock); the next release lets it go.
+    unlock = load_script("drain_unlock")
+    lock, again = keys.usage_drain_lock(), keys.usage_drain_again()
+    assert await run_script(redis, unlock, [lock, again], ["other"]) == 2
+    assert await run_script(redis, unlock, [lock, again], ["other"]) == 1
+    assert await redis.execute("EXISTS", lock) == 0
+
+
+async def test_rows_that_arrive_during_a_drain_are_drained_by_it(redis: RedisPort, pg: str) -> None:
+    """Two tasks end while one drain runs: the second's drain leaves it to the first, which
+    takes another pass: nothing stays in Redis."""
+    await usage.append(redis, [rec()])
+    real_insert = usage._insert
+    arrived = asyncio.Event()
+
+    async def slow_insert(conn: object, rows: list[tuple[object, ...]]) -> int:
+        if not arrived.is_set():
+            await usage.append(redis, [rec()])  # the next task's row, mid-drain
+            assert await usage.drain(redis, pg) == 0  # its own drain: the lock is held
+            arrived.set()
+        return await real_insert(conn, rows)  # type: ignore[arg-type]
+
+    usage._insert = slow_insert  # type: ignore[assignment]
+    try:
+        assert await usage.drain(redis, pg) == 2
+    finally:
+        usage._insert = real_insert  # type: ignore[assignment]
+    assert await usage.pending(redis) == 0 and count(pg) == 2
 
 
 async def test_undecodable_entry_is_logged_and_dropped(

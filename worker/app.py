@@ -7,6 +7,7 @@ import binascii
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -29,11 +30,20 @@ from lib.settings import Settings, get_settings, secret
 from lib.tasks import Outcome, TaskStore
 from worker.delivery import Reply, Runner, deliver, now_ms
 
+if TYPE_CHECKING:
+    from lib.pg import Postgres
+    from lib.services.orchestrate import Orchestrator
+
 logger = logging.getLogger(__name__)
 
 # QStash moves a message straight to the DLQ on 489 with this header: a body that can
 # never be processed is not retried.
 NON_RETRYABLE = {"Upstash-NonRetryable-Error": "true"}
+
+
+def _redelivered(request: Request) -> bool:
+    """QStash's `Upstash-Retried`: this message was delivered before (0 the first time)."""
+    return request.headers.get("upstash-retried", "0").strip() not in ("", "0")
 
 
 def _public_url(settings: Settings, request: Request) -> str:
@@ -85,6 +95,8 @@ class Worker:
         self._runner = runner
         self._verifier = verifier
         self._publisher = publisher
+        self._services: Orchestrator | None = None
+        self._pg: Postgres | None = None
 
     @property
     def redis(self) -> RedisPort:
@@ -115,6 +127,8 @@ class Worker:
             closer = getattr(self._runner, "aclose", None)
             if closer is not None:
                 await closer()
+            if self._pg is not None:
+                await self._pg.aclose()
             if owned_publisher is not None:
                 await owned_publisher.aclose()
             if owned_redis is not None:
@@ -153,17 +167,45 @@ class Worker:
         p = request.path_params
         if (msg.tier, msg.modality, msg.mode) != (p["tier"], p["modality"], p["mode"]):
             return _non_retryable("task delivered to the wrong worker route")
+        if _redelivered(request):
+            await self._repair_services()
         reply = await deliver(
             msg,
             message_id=request.headers.get("upstash-message-id", ""),
             redis=self.redis,
             settings=self.settings,
             runner=self.runner(),
+            on_step=self._service_step,
         )
         response = _reply(reply)
         if reply.status == 200 and self.settings.database_url is not None:
             response.background = BackgroundTask(_drain_usage, self.redis, self.settings)
         return response
+
+    def _orchestrator(self) -> Orchestrator:
+        """The service orchestrator, built on the first service task (Postgres is lazy)."""
+        if self._services is None:
+            from lib.pg import Postgres
+            from lib.services.orchestrate import Orchestrator
+
+            assert self._publisher is not None
+            self._pg = Postgres.from_settings(self.settings)
+            self._services = Orchestrator(self.settings, self.redis, self._pg, self._publisher)
+        return self._services
+
+    async def _service_step(self, service_id: str) -> None:
+        """A service's step ended: carry out what it recorded (start the next steps...)."""
+        await self._orchestrator().carry_out(service_id)
+
+    async def _repair_services(self) -> None:
+        """A redelivery: a crash may have left a service's transition undone; redo old ones."""
+        if self.settings.database_url is None:
+            return
+        try:
+            older = now_ms() - self.settings.lease_ms
+            await self._orchestrator().repair(older_than_ms=older)
+        except SlotlineError as exc:
+            logger.warning("service repair failed (%s)", exc.code)
 
     async def failed(self, request: Request) -> Response:
         """QStash failure callback: a message's retries are spent (it is dead-lettered).

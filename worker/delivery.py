@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 Delta = Callable[[str], Awaitable[None]]
 Restart = Callable[[], Awaitable[None]]
 Record = Callable[[dict[str, Any]], None]
+# Called with a service id when one of its steps' tasks has ended (lib/services/).
+OnStep = Callable[[str], Awaitable[None]]
 
 
 class Runner(Protocol):
@@ -141,14 +143,26 @@ async def deliver(
     redis: RedisPort,
     settings: Settings,
     runner: Runner,
+    on_step: OnStep | None = None,
 ) -> Reply:
     """Handle one delivery end to end.
+
+    Args:
+        ticket: the delivered message.
+        message_id: its QStash id.
+        redis: the Redis port.
+        settings: the settings.
+        runner: runs a task on a model.
+        on_step: carries out a service's transition after one of its steps ended; the
+            delivery answers only after it did (a failure asks for a redelivery, and the
+            transition stays in the due set).
 
     Returns:
         200 when a task finished or nothing waits on the queue; 429 with `Retry-After`
         when no task may start yet (a live attempt of this message: the time its lease
         has left; no free slot: when the earliest lease can end); 503 with `Retry-After`
-        when the ticket is still needed (Redis unreachable, the attempt lost its lease).
+        when the ticket is still needed (Redis unreachable, the attempt lost its lease,
+        a service's next step could not be started yet).
     """
     store = TaskStore(redis, settings)
     try:
@@ -165,7 +179,16 @@ async def deliver(
             {"task_id": ticket.task_id, "status": "waiting", "reason": start.reason},
             {"Retry-After": str(start.retry_after)},
         )
-    return await _run(store, ticket, start, message_id=message_id, runner=runner)
+    reply = await _run(store, ticket, start, message_id=message_id, runner=runner)
+    if on_step is not None and start.task.step and reply.status == 200:
+        try:
+            await on_step(start.task.service_id)
+        except SlotlineError as exc:
+            logger.warning(
+                "service %s: next step not started (%s); redelivery", start.task.service_id, exc
+            )
+            return retry_reply(start.task.task_id, "service_step", settings.redis_blip_retry_s)
+    return reply
 
 
 async def _run(

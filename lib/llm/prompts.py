@@ -87,6 +87,18 @@ def load_shared(lang: Lang) -> SharedRules:
     return SharedRules(**{k: str(v).strip() for k, v in _read(lang, "_shared").items()})
 
 
+@lru_cache(maxsize=32)
+def prompt_version(template: Template, lang: Lang) -> str:
+    """A short hash of the prompt data a summary depends on (its template and the shared
+    rules): a changed prompt makes new summaries, not cache hits."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in (template, "_shared"):
+        digest.update(files("prompts").joinpath(lang, f"{name}.toml").read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def task_marker(template: str, lang: str) -> str:
     """The marker line opening every system message."""
     return TASK_MARKER.format(template=template, lang=lang)

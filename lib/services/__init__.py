@@ -1,0 +1,1 @@
+"""Services: a résumé, a job description and an optional detailed résumé, summarized and matched."""

@@ -73,6 +73,7 @@ class ServiceReader:
     service_id: str
     positions: list[str] = field(default_factory=lambda: [START])
     steps: list[tuple[str, str]] = field(default_factory=list)  # (step, task id) in order
+    _stopped_at_announcement: bool = False
 
     @property
     def cursor(self) -> str:
@@ -115,6 +116,20 @@ class ServiceReader:
     async def read(self, *, block_ms: int | None) -> list[ServiceEvent]:
         """The events after the cursor, oldest first (by Redis time across the streams).
 
+        A read that stopped at an announcement reads on at once (the new task's stream
+        included), so one call hands out everything there is.
+        """
+        out = await self._read_once(block_ms)
+        while out and self._stopped_at_announcement:
+            more = await self._read_once(None)
+            if not more:
+                break
+            out += more
+        return out
+
+    async def _read_once(self, block_ms: int | None) -> list[ServiceEvent]:
+        """One XREAD of every stream: the events up to the horizon.
+
         One XREAD for every stream. Events are handed out in Redis-time order up to a
         horizon: the last entry of a stream that filled its batch (it may have more
         before the others' next ones), and a `step` announcing a task, whose stream is
@@ -126,6 +141,7 @@ class ServiceReader:
             for i, (_, task_id) in enumerate(self.steps)
         ]
         found = await self.redis.xread_streams(streams, count=BATCH, block_ms=block_ms)
+        self._stopped_at_announcement = False
         index = {key: i for i, (key, _) in enumerate(streams)}
         counts: dict[str, int] = {}
         for key, _ in found:
@@ -151,6 +167,7 @@ class ServiceReader:
                     self.positions.append(START)
                 out.append(ServiceEvent(self.cursor, kind, raw))
                 if learned:
+                    self._stopped_at_announcement = True
                     break  # read the new task's stream before anything later
                 continue
             step, task_id = self.steps[i - 1]

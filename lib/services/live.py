@@ -167,14 +167,27 @@ class ServiceLive:
         return _live(fields) if fields else None
 
     async def announce(
-        self, live: LiveService, step: str, task_id: str, *, cached_result: str = ""
+        self,
+        live: LiveService,
+        step: str,
+        task_id: str,
+        *,
+        cached_result: str = "",
+        now_ms: int = 0,
     ) -> bool:
-        """Record a step's task (or its cached result) and tell the readers, once."""
+        """Record a step's task (or its cached result, ending the step) and tell the readers.
+
+        Once per step: a repeat (a transition carried out again) changes nothing.
+        """
         reply = await run_script(
             self.redis,
             load_script("service_announce"),
-            [keys.service(live.service_id), keys.service_events(live.user_id, live.service_id)],
-            [step, task_id, self.settings.events_ttl_s, cached_result],
+            [
+                keys.service(live.service_id),
+                keys.service_events(live.user_id, live.service_id),
+                keys.services_due(),
+            ],
+            [step, task_id, self.settings.events_ttl_s, cached_result, live.service_id, now_ms],
         )
         return int(reply) == 1
 
@@ -207,6 +220,10 @@ class ServiceLive:
     async def confirm(self, service_id: str) -> None:
         """A transition was carried out: it leaves the due set."""
         await self.redis.execute("ZREM", keys.services_due(), service_id)
+
+    async def is_due(self, service_id: str) -> bool:
+        """Whether the service has a transition recorded and not yet carried out."""
+        return await self.redis.execute("ZSCORE", keys.services_due(), service_id) is not None
 
     async def due(self, *, older_than_ms: int, limit: int = 5) -> list[str]:
         """Services whose transition was recorded before `older_than_ms` and not confirmed."""

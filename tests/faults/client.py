@@ -13,13 +13,12 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from lib import keys
 from lib.settings import DEV_QSTASH_TOKEN
-from tests.faults.harness import ProcessStack
 
 TERMINAL = frozenset({"done", "failed", "cancelled"})
 JOB_MATCH: dict[str, Any] = {
@@ -61,10 +60,25 @@ def outcome(tasks: Iterable[Task]) -> Counter[str]:
     return counts
 
 
+class Target(Protocol):
+    """Where a stack answers: `ProcessStack`, or a `slotline dev` the bench started."""
+
+    @property
+    def app_url(self) -> str: ...
+
+    @property
+    def worker_url(self) -> str: ...
+
+    @property
+    def qstash_url(self) -> str: ...
+
+    def token(self, user_id: str, ttl_s: int = 3600) -> str: ...
+
+
 class Api:
     """The producer API as a signed-in user sees it (one bearer token per user)."""
 
-    def __init__(self, stack: ProcessStack, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, stack: Target, *, timeout_s: float = 10.0) -> None:
         self.stack = stack
         self.http = httpx.AsyncClient(
             base_url=stack.app_url,
@@ -209,28 +223,51 @@ def types(events: Sequence[dict[str, Any]]) -> Counter[str]:
 async def leftovers(redis_url: str) -> dict[str, Any]:
     """What a quiet system must not hold: live slot leases, pending counts, user locks.
 
+    Also what it may hold without harm, for the bench's report: expired lease members not
+    yet purged (the next start purges them), waiting-order and spec entries.
+
     Returns:
-        `{"leases": {pool: n}, "pending": {key: value}, "user_locks": [key, ...]}`,
-        each with only the non-empty entries.
+        `{"leases": {pool: n}, "pending": {key: value}, "user_locks": [key, ...],
+        "stale_leases": {pool: n}, "waiting": {key: n}, "specs": {key: n}}`, each with
+        only the non-empty entries.
     """
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     try:
         leases: dict[str, int] = {}
+        stale: dict[str, int] = {}
         now_ms = int(time.time() * 1000)
         async for key in client.scan_iter(match=keys.model_pool("*", "*")):
             # Live leases only: an expired one holds no slot (every start purges them first).
             count = int(await client.zcount(key, f"({now_ms}", "+inf"))
             if count:
                 leases[key] = count
+            expired = int(await client.zcount(key, "-inf", now_ms))
+            if expired:
+                stale[key] = expired
         pending: dict[str, str] = {}
         async for key in client.scan_iter(match=keys.queue_pending("*")):
             value = await client.get(key)
             if value not in (None, "0"):
                 pending[key] = str(value)
         locks = sorted([key async for key in client.scan_iter(match=keys.user_lock("*", "*"))])
-        return {"leases": leases, "pending": pending, "user_locks": locks}
+        waiting: dict[str, int] = {}
+        async for key in client.scan_iter(match=keys.queue_waiting("*")):
+            if size := int(await client.zcard(key)):
+                waiting[key] = size
+        specs: dict[str, int] = {}
+        async for key in client.scan_iter(match=keys.queue_specs("*")):
+            if size := int(await client.hlen(key)):
+                specs[key] = size
+        return {
+            "leases": leases,
+            "pending": pending,
+            "user_locks": locks,
+            "stale_leases": stale,
+            "waiting": waiting,
+            "specs": specs,
+        }
     finally:
         await client.aclose()
 
@@ -267,7 +304,25 @@ async def usage_pending(redis_url: str) -> int:
         await client.aclose()
 
 
-async def drain_usage(stack: ProcessStack) -> int:
+async def usage_pending_users(redis_url: str) -> list[str]:
+    """The user of every usage row still in Redis (one entry holds a JSON list of rows)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        entries: list[tuple[str, dict[str, str]]] = list(
+            await client.xrange(keys.usage_stream())  # type: ignore[arg-type]
+        )
+    finally:
+        await client.aclose()
+    return [
+        str(row.get("user_id"))
+        for _, fields in entries
+        for row in json.loads(fields.get("rows") or "[]")
+    ]
+
+
+async def drain_usage(stack: Target) -> int:
     """Call the worker's signed `POST /api/worker/drain` as QStash's schedule would."""
     from lib.local.qstash.signing import sign
     from lib.settings import DEV_CURRENT_SIGNING_KEY

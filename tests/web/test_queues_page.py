@@ -63,8 +63,9 @@ def log_failed_attempt(stack: WebStack) -> None:
     """One failed LLM attempt in the usage log, its error text carrying content."""
     with psycopg.connect(stack.info.database_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO llm_usage_logs (source_id, user_id, service_id, template, provider,"
-            " model, success, error_message) VALUES ('web-test:0', 'u9', 's', 'job_summary',"
+            "INSERT INTO llm_usage_logs (source_id, user_id, service_id, task_template_id,"
+            " provider, model_id, is_success, error_message)"
+            " VALUES ('web-test:0', 'u9', 's', 'job_summary',"
             " 'offline', 'glm-4.5-flash', false, %s)",
             (f"APIStatusError: HTTP 503 {SECRET_TEXT}",),
         )

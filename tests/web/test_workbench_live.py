@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, expect
 
+from lib.i18n import text
 from tests.asset_files import assert_chinese_only
 from tests.web.conftest import BrowserPage, WebStack, watch
 from tests.web.cut_proxy import CutProxy
@@ -104,17 +105,24 @@ def test_a_queued_service_is_cancelled(browser: Browser, web_stack: WebStack) ->
         fill(page, inputs("en"))
         created = create(page, "c")
         assert created["_status"] == 202, created
-        position = page.get_by_test_id("queue-position").first
-        expect(position).to_be_visible()
-        assert re.search(r"\d", position.inner_text())
+        waiting = page.locator("[data-step]:has([data-testid=queue-position]:visible)").first
+        expect(waiting).to_be_visible()
+        step = waiting.get_attribute("data-step")
+        expect(waiting.get_by_test_id("queue-position")).to_contain_text(
+            re.compile(r"Position \d+ in the queue")
+        )
         page.get_by_test_id("cancel").click()
         wait_finished(page, "error")
         body = service(page, created["service_id"])
-        assert body["status"] == "error", body
-        states = page.locator("[data-step] [data-field=state]")
-        shown = {states.nth(i).get_attribute("data-state") for i in range(states.count())}
-        assert "cancelled" in shown, shown
+        assert (body["status"], body["error"]) == ("error", "cancelled"), body
+        assert step_of(body, str(step))["status"] == "cancelled", body
+        card = page.locator(f"[data-step={step}]")
+        expect(card.locator("[data-field=state]")).to_have_attribute("data-state", "cancelled")
+        expect(card.get_by_test_id("queue-position")).to_be_hidden()
         expect(page.get_by_test_id("cancel")).to_be_hidden()
+        expect(page.locator("[data-testid=error][data-for=service-panel]")).to_have_text(
+            text("workbench.service_cancelled", "en")
+        )
     finally:
         _close(bp)
 

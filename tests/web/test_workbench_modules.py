@@ -405,3 +405,51 @@ def test_service_view_loads_a_reopened_service(modules: tuple[Page, PageErrors])
     assert got["cancellable"] is True
     assert got["text"] == ""
     assert (got["match"], got["tier"]) == ("running", "paid")
+
+
+def test_a_service_ending_in_error_settles_its_unfinished_steps(
+    modules: tuple[Page, PageErrors],
+) -> None:
+    """When the service stops (cancelled), a step that had not started shows cancelled, a
+    running one stopped, a finished one stays done; a cached summary (announced without a
+    task, its result in the service stream) is done."""
+    page, _ = modules
+    events = [
+        _event("1-0", "service", status="running", tier="free", depth="a"),
+        {
+            "id": "2-0",
+            "type": "step",
+            "raw": '{"step":"resume_summary","task_id":null,"cached":true}',
+            "data": {"step": "resume_summary", "task_id": None, "cached": True},
+        },
+        {
+            "id": "3-0",
+            "type": "result",
+            "raw": '{"step":"resume_summary","task_id":null,"data":{"summary":"x"}}',
+            "data": {"step": "resume_summary", "task_id": None, "data": {"summary": "x"}},
+        },
+        _event("4-0", "step", "job_summary"),
+        _event("5-0", "started", "job_summary", model="m", attempt=1),
+        _event("6-0", "service", status="error", error="cancelled", tier="free", depth="a"),
+    ]
+    got = page.evaluate(
+        """async (events) => {
+          const { ServiceView } = await import('slotline/service_view');
+          const view = new ServiceView({ serviceId: 's3', depth: 'a', withDetailed: false });
+          const cached = [];
+          for (const e of events) {
+            view.apply(e);
+            if (e.id === '3-0') cached.push(view.steps.get('resume_summary').status);
+          }
+          const states = Object.fromEntries([...view.steps].map(([k, s]) => [k, s.status]));
+          return { cached, states, error: view.error, finished: view.finished };
+        }""",
+        events,
+    )
+    assert got["cached"] == ["done"]
+    assert got["states"] == {
+        "resume_summary": "done",
+        "job_summary": "stopped",
+        "job_match": "cancelled",
+    }
+    assert (got["error"], got["finished"]) == ("cancelled", True)

@@ -32,12 +32,14 @@ function withParam(url, name, value) {
  * Open `url` and hand every event to `onEvent` until `close()`.
  *
  * @param {string} url the service's `events_url`.
- * @param {{onEvent: Function, onConnection: Function, lastId: () => (string|null)}} hooks
- *   `onEvent({id, type, raw, data})`; `onConnection("open"|"reconnecting")`; `lastId()` the
- *   id to resume after when the stream is opened again here.
+ * @param {{onEvent: Function, onConnection: Function, lastId: Function, check: Function}}
+ *   hooks `onEvent({id, type, raw, data})`; `onConnection("open"|"reconnecting")`;
+ *   `lastId()` the id to resume after when the stream is opened again here; `check()`,
+ *   asked before that, resolves to whether the stream is still worth opening (the service
+ *   may have ended, or be gone).
  * @returns {{close: Function}} a handle.
  */
-export function follow(url, { onEvent, onConnection, lastId }) {
+export function follow(url, { onEvent, onConnection, lastId, check }) {
   let source = null;
   let closed = false;
   let timer = null;
@@ -68,10 +70,19 @@ export function follow(url, { onEvent, onConnection, lastId }) {
       onConnection("reconnecting");
       if (source.readyState === EventSource.CLOSED) {
         source = null;
-        timer = setTimeout(open, pause);
+        timer = setTimeout(reopen, pause);
         pause = Math.min(RETRY_MAX_MS, pause * 2);
       }
     });
+  };
+
+  const reopen = async () => {
+    if (closed) return;
+    if (await check()) {
+      open();
+    } else {
+      closed = true;
+    }
   };
 
   open();

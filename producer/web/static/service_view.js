@@ -5,7 +5,7 @@
 //   nothing, so text is never doubled;
 // - `restart` empties its step's text (a redelivered attempt writes it again);
 // - a step's state only moves forward (pending → queued → running → done | error |
-//   cancelled), so a late or replayed `queued` never undoes `started`, and tokens of a
+//   cancelled | stopped), so a late or replayed `queued` never undoes `started`, and tokens of a
 //   step that is already done (its final result known) are ignored.
 import { parsePartial } from "slotline/partial_json";
 
@@ -17,9 +17,10 @@ export const DEPTH_STEPS = {
 };
 export const FINISHED = new Set(["done", "error"]);
 
-const RANK = { pending: 0, queued: 1, running: 2, done: 3, error: 3, cancelled: 3 };
-// Step statuses of `GET /api/service/{id}` as the page names them.
-const STATUS_OF = { failed: "error" };
+const RANK = { pending: 0, queued: 1, running: 2, done: 3, error: 3, cancelled: 3, stopped: 3 };
+// Step statuses of `GET /api/service/{id}` as the page names them (`cached`: answered
+// from the summary cache; `created`: admitted, not yet reported by its task).
+const STATUS_OF = { failed: "error", cached: "done", created: "queued" };
 
 /** The steps of a service: its summaries, then the steps of its depth. */
 export function stepsOf(depth, withDetailed) {
@@ -102,7 +103,7 @@ export class ServiceView {
       if (row.error) step.error = row.error;
       changed.add(step.step);
     }
-    return changed;
+    return this._settle(changed);
   }
 
   /**
@@ -121,13 +122,15 @@ export class ServiceView {
       this.status = data.status ?? this.status;
       this.tier = data.tier ?? this.tier;
       if (data.error) this.error = data.error;
-      return new Set(["service"]);
+      return this._settle(new Set(["service"]));
     }
     const step = this._step(data?.step);
     if (!step) return new Set();
     if (data.task_id) step.taskId = data.task_id;
     if (type === "step") {
-      this._advance(step, "queued");
+      // A step answered from the summary cache is announced without a task; its result
+      // follows at once.
+      this._advance(step, data.cached ? "running" : "queued");
       return new Set([step.step]);
     }
     const inner = data.data && typeof data.data === "object" ? data.data : {};
@@ -163,6 +166,8 @@ export class ServiceView {
       case "result":
         step.result = data.data ?? null;
         step.degraded = Boolean(step.result && step.result.degraded);
+        this._advance(step, "done");
+        step.position = null;
         break;
       case "done":
         this._advance(step, "done");
@@ -183,6 +188,20 @@ export class ServiceView {
         return new Set();
     }
     return new Set([step.step]);
+  }
+
+  /** A service that stopped in error ends the steps it will not use: those not started are
+   * cancelled, a running one is `stopped` (its answer is no longer waited for). */
+  _settle(changed) {
+    if (this.status !== "error") return changed;
+    for (const step of this.steps.values()) {
+      if (RANK[step.status] < RANK.done) {
+        step.status = step.status === "running" ? "stopped" : "cancelled";
+        step.position = null;
+        changed.add(step.step);
+      }
+    }
+    return changed;
   }
 
   /** What to show of a step: its result, else the object its streamed text has written. */

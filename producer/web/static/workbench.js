@@ -245,11 +245,26 @@ function start(serviceId, { depth, withDetailed, eventsUrl: url, status, tier, b
     stream = follow(url ?? eventsUrl(serviceId), {
       lastId: () => current.lastId,
       onEvent: (event) => onEvent(current, event),
+      check: () => stillRunning(current),
       onConnection: (state) => {
         if (current !== view) return;
         setText(field(panel, "connection"), state === "open" ? "" : t("workbench.reconnecting"));
       },
     });
+  }
+}
+
+/** Whether a service whose stream was refused still runs (its status, loaded meanwhile). */
+async function stillRunning(current) {
+  try {
+    const body = await api.getService(current.serviceId);
+    if (current !== view) return false;
+    current.load(body);
+    renderAll();
+    if (current.finished) loadHistory();
+    return !current.finished;
+  } catch (error) {
+    return !(error instanceof api.ApiError && error.status === 404);
   }
 }
 
@@ -284,8 +299,10 @@ function renderService() {
   setText(node, parts.join(" · "));
   const error = panel.querySelector("[data-testid=error][data-for=service-panel]");
   const code = view.status === "error" ? serviceErrorCode(view.error) : null;
-  setText(error, code ? codeText(code, t("workbench.service_failed")) : "");
-  show(error, Boolean(code));
+  const message =
+    code === "cancelled" ? t("workbench.service_cancelled") : code ? codeText(code, t("workbench.service_failed")) : "";
+  setText(error, message);
+  show(error, Boolean(message));
 }
 
 function serviceErrorCode(error) {
@@ -312,6 +329,8 @@ function stateText(step) {
       return step.degraded ? t("workbench.state_degraded") : t("workbench.state_done");
     case "cancelled":
       return t("workbench.state_cancelled");
+    case "stopped":
+      return t("workbench.state_stopped");
     default:
       return t("workbench.state_error");
   }
@@ -354,7 +373,9 @@ function renderStep(name) {
       ? codeText(step.error.code, step.error.message)
       : step.status === "cancelled"
         ? t("workbench.step_cancelled")
-        : "";
+        : step.status === "stopped"
+          ? t("workbench.step_stopped")
+          : "";
   setText(error, message);
   show(error, Boolean(message));
 }

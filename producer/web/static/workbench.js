@@ -108,7 +108,9 @@ function refreshInput(kind) {
   if (asset) {
     setText(
       field(box, "saved-text"),
-      t("workbench.saved_using", { preview: asset.preview ?? "", chars: asset.chars ?? 0 }),
+      asset.source === "image" && !asset.preview
+        ? t("workbench.saved_screenshot")
+        : t("workbench.saved_using", { preview: asset.preview ?? "", chars: asset.chars ?? 0 }),
     );
   }
   text.disabled = Boolean(chosen || asset);
@@ -426,6 +428,7 @@ async function loadHistory() {
   const assets = field(history, "assets");
   try {
     const [serviceRows, assetRows] = await Promise.all([api.listServices(), api.listAssets()]);
+    const byId = new Map(assetRows.map((a) => [a.id, a]));
     services.replaceChildren(
       ...(serviceRows.length
         ? serviceRows.map((s) =>
@@ -438,6 +441,7 @@ async function loadHistory() {
                 }),
               }),
               button("workbench.history_open", () => reopen(s.service_id)),
+              assetLabel(byId.get(s.job_id)),
             ]),
           )
         : [emptyRow("workbench.history_no_services")]),
@@ -453,8 +457,8 @@ async function loadHistory() {
                   when: when(a.created_at),
                 }),
               }),
-              a.preview ? el("span", { cls: "preview", text: a.preview }) : null,
               button("workbench.history_use", () => useAsset(a)),
+              assetLabel(a),
             ]),
           )
         : [emptyRow("workbench.history_no_assets")]),
@@ -464,6 +468,13 @@ async function loadHistory() {
     services.replaceChildren(message);
     assets.replaceChildren();
   }
+}
+
+/** What an asset says in a history row: its first words, or that it is a screenshot. */
+function assetLabel(asset) {
+  if (!asset) return null;
+  const preview = asset.preview || (asset.source === "image" ? t("workbench.history_screenshot") : "");
+  return preview ? el("span", { cls: "preview", text: preview }) : null;
 }
 
 function button(key, onClick) {

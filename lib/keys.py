@@ -76,6 +76,16 @@ def events_task_id(key: str) -> str:
     return key.rsplit(":", 1)[-1]
 
 
+def is_service_events(key: str) -> bool:
+    """Whether an event stream key is a service's own stream (`…:{service}:service`)."""
+    return key.endswith(":service")
+
+
+def events_service_id(key: str) -> str:
+    """The service id of a stream key (`cs:events:{user}:{service}:{task or "service"}`)."""
+    return key.rsplit(":", 2)[-2]
+
+
 def idem(digest: str) -> str:
     """Idempotency key (value = task id)."""
     return f"idem:{digest}"

@@ -211,7 +211,8 @@ async def _reader(request: Request, cursor: str | None) -> tuple[ServiceReader, 
 
 
 def _sse(event: ServiceEvent) -> bytes:
-    return f"id: {event.id}\nevent: {event.type}\ndata: {event.raw}\n\n".encode()
+    head = f"id: {event.id}\n" if event.id else ""  # a position update has no id
+    return f"{head}event: {event.type}\ndata: {event.raw}\n\n".encode()
 
 
 async def _stream(
@@ -221,14 +222,20 @@ async def _stream(
     margin = min(0.5, 0.1 * settings.sse_max_seconds)
     deadline = started + max(0.0, settings.sse_max_seconds - margin)
     next_beat = started + settings.sse_heartbeat_s
+    next_position = started
     yield events.sse_retry(settings.sse_retry_ms)
     while True:
         now = time.monotonic()
         if now >= deadline:
             break
-        wait_ms = 0 if finished else max(1, int((min(deadline, next_beat) - now) * 1000))
+        wake = min(deadline, next_beat, next_position if reader.waiting else deadline)
+        wait_ms = 0 if finished else max(1, int((wake - now) * 1000))
         try:
             batch = await reader.read(block_ms=wait_ms if reader.redis.kind == "tcp" else None)
+            if reader.waiting and time.monotonic() >= next_position:
+                # While a step waits, its place in the queue is looked up now and then.
+                batch += await reader.moved()
+                next_position = time.monotonic() + settings.sse_position_refresh_s
         except RedisUnavailable:
             break
         for event in batch:

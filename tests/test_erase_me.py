@@ -207,3 +207,32 @@ async def test_a_trial_visitor_can_erase_themselves(
         assert set(rows_of(db_url, trial_id).values()) == {0}
         assert await redis.execute("EXISTS", keys.task(task)) == 0
         assert await _keys_naming(redis, trial_id, [task]) == [keys.rate(trial_id, "tasks")]
+
+
+async def test_erase_takes_the_callers_services_with_it(
+    tmp_path: Path, redis: RedisPort, db_url: str
+) -> None:
+    """A service's live state (its hash, stream, pending place, request key) goes too."""
+    user = new_user("svc")
+    async with app_on(tmp_path, redis, db_url) as app, client_for(app, user=user) as c:
+        ids: dict[str, str] = {}
+        for kind, field, body in (
+            ("resume", "resume_id", RESUME),
+            ("jd", "job_id", JOB),
+        ):
+            reply = await c.post(f"/api/upload/{kind}", json={"text": body, "lang": "en"})
+            ids[field] = reply.json()[field]
+        created = await c.post("/api/service/create", json={**ids, "depth": "a"})
+        assert created.status_code == 202, created.text
+        service_id = created.json()["service_id"]
+        assert await redis.execute("EXISTS", keys.service(service_id)) == 1
+        erased = await c.delete("/api/me")
+        assert erased.status_code == 200, erased.text
+    left = [k for k in await redis.execute("KEYS", "*") if user in k or service_id in k]
+    assert left == [keys.rate(user, "services")]  # the rate window outlives an erase
+    assert await redis.execute("ZSCORE", keys.services_due(), service_id) is None
+    assert not [
+        k
+        for k in await redis.execute("KEYS", "idem:*")
+        if await redis.execute("GET", k) == service_id
+    ]

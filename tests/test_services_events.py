@@ -86,3 +86,27 @@ async def test_a_bad_cursor_is_422(redis: RedisPort, bad: str) -> None:
         parse_cursor(bad)
         reader = ServiceReader(redis, USER, SERVICE)
         await reader.open(bad)
+
+
+async def test_a_waiting_step_hears_its_position_move_up(redis: RedisPort) -> None:
+    """While a step's task waits, `moved()` tells its new place (no id: not in a stream)."""
+    svc, t1 = keys.service_events(USER, SERVICE), keys.events(USER, SERVICE, "t1")
+    waiting = keys.queue_waiting("q_glm_flash")
+    await redis.execute("ZADD", waiting, 1, "ahead", 2, "t1")
+    await redis.execute("HSET", keys.task("t1"), "queue", "q_glm_flash")
+    await add(redis, svc, "step", {"step": "job_match", "task_id": "t1"})
+    await add(redis, t1, "queued", {"position": 2})
+    reader = ServiceReader(redis, USER, SERVICE)
+    await reader.open(None)
+    await reader.read(block_ms=None)
+    assert reader.waiting and await reader.moved() == []  # still 2nd
+    await redis.execute("ZREM", waiting, "ahead")  # the task ahead started
+    [update] = await reader.moved()
+    assert (update.id, update.type, update.data) == (
+        "",
+        "queued",
+        {"step": "job_match", "task_id": "t1", "data": {"position": 1}},
+    )
+    await add(redis, t1, "started", {"model": "m"})
+    await reader.read(block_ms=None)
+    assert not reader.waiting

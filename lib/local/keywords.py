@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from lib import headings
+
 # (English name, Chinese name, aliases). ASCII aliases match on word boundaries,
 # case-insensitively; CJK aliases match as substrings.
 VOCABULARY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -147,36 +149,7 @@ def evidence_line(skill: Skill, lines: list[str]) -> str:
 
 # ---- plain-text structure ----------------------------------------------------------
 
-SECTION_WORDS: dict[str, tuple[str, ...]] = {
-    "summary": (
-        "summary",
-        "profile",
-        "about me",
-        "about",
-        "objective",
-        "个人简介",
-        "个人总结",
-        "自我评价",
-        "简介",
-        "概述",
-    ),
-    "experience": (
-        "experience",
-        "work experience",
-        "professional experience",
-        "employment",
-        "work history",
-        "工作经历",
-        "工作经验",
-        "实习经历",
-    ),
-    "education": ("education", "教育背景", "教育经历", "学历"),
-    "skills": ("skills", "technical skills", "core skills", "技能", "专业技能", "技能特长"),
-    "projects": ("projects", "project experience", "项目经历", "项目经验", "项目"),
-    "certifications": ("certifications", "certificates", "licenses", "证书", "资格证书"),
-    "languages": ("languages", "语言", "语言能力"),
-    "contact": ("contact", "contacts", "contact information", "联系方式", "联系信息"),
-}
+SECTION_WORDS: dict[str, tuple[str, ...]] = headings.RESUME
 _WORD_TO_KIND = {w: kind for kind, words in SECTION_WORDS.items() for w in words}
 _BULLET = re.compile(r"^\s*(?:[-*•·●▪‣–]|\d{1,2}[.)、])\s*")
 PERIOD = re.compile(

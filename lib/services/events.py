@@ -74,6 +74,9 @@ class ServiceReader:
     positions: list[str] = field(default_factory=lambda: [START])
     steps: list[tuple[str, str]] = field(default_factory=list)  # (step, task id) in order
     _stopped_at_announcement: bool = False
+    # Steps whose task waits in its queue: task id -> (step, the queue's waiting key or '',
+    # the position last handed out).
+    _waiting: dict[str, tuple[str, str, int]] = field(default_factory=dict)
 
     @property
     def cursor(self) -> str:
@@ -171,9 +174,53 @@ class ServiceReader:
                     break  # read the new task's stream before anything later
                 continue
             step, task_id = self.steps[i - 1]
-            raw = f'{{"step":{json.dumps(step)},"task_id":{json.dumps(task_id)},"data":{raw}}}'
+            self._track(step, task_id, kind, raw)
+            raw = _wrap(step, task_id, raw)
             out.append(ServiceEvent(self.cursor, kind, raw))
         return out
+
+    def _track(self, step: str, task_id: str, kind: str, raw: str) -> None:
+        if kind == "queued":
+            position = json.loads(raw).get("position", 0)
+            queue = self._waiting.get(task_id, (step, "", 0))[1]
+            self._waiting[task_id] = (step, queue, int(position or 0))
+        elif kind != "backpressure":
+            self._waiting.pop(task_id, None)  # started, or ended: no longer in its queue
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a step's task waits in its queue (its position may move)."""
+        return bool(self._waiting)
+
+    async def moved(self) -> list[ServiceEvent]:
+        """Waiting steps whose position changed, as `queued` events without an id (they
+        are not in any stream, so a cursor is not moved by them). One pipelined round
+        trip (the first time for a task, one more to learn its queue)."""
+        unknown = [t for t, (_, queue, _) in self._waiting.items() if not queue]
+        if unknown:
+            queues = await self.redis.pipeline([("HGET", keys.task(t), "queue") for t in unknown])
+            for task_id, queue in zip(unknown, queues, strict=True):
+                step, _, shown = self._waiting[task_id]
+                self._waiting[task_id] = (step, keys.queue_waiting(str(queue or "")), shown)
+        ids = list(self._waiting)
+        if not ids:
+            return []
+        ranks = await self.redis.pipeline([("ZRANK", self._waiting[t][1], t) for t in ids])
+        out: list[ServiceEvent] = []
+        for task_id, rank in zip(ids, ranks, strict=True):
+            step, queue, shown = self._waiting[task_id]
+            if rank is None:
+                continue  # it left the queue: its `started` comes with the next read
+            position = int(rank) + 1
+            if position != shown:
+                self._waiting[task_id] = (step, queue, position)
+                data = json.dumps({"position": position})
+                out.append(ServiceEvent("", "queued", _wrap(step, task_id, data)))
+        return out
+
+
+def _wrap(step: str, task_id: str, raw: str) -> str:
+    return f'{{"step":{json.dumps(step)},"task_id":{json.dumps(task_id)},"data":{raw}}}'
 
 
 def _rank(entry_id: str, service: bool) -> tuple[int, int, int]:

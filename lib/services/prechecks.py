@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from lib import headings
 from lib.assets import language
 from lib.errors import LanguageMismatch, SectionsMissing, TextTooShort
 from lib.i18n import Lang
@@ -19,72 +20,14 @@ from lib.settings import Settings
 
 AssetName = Literal["resume", "detailed_resume", "jd"]
 
-# Headings (en and zh) by section. A heading is a short line that starts with one of these
-# (case-insensitive), with or without a colon.
+# Headings (en and zh) by section (lib/headings.py). A heading is a short line that starts
+# with one of these (case-insensitive), with or without a colon. A résumé's "projects"
+# count as experience (a graduate's résumé).
 _SECTIONS: dict[str, tuple[str, ...]] = {
-    "summary": (
-        "summary",
-        "profile",
-        "about me",
-        "about",
-        "objective",
-        "professional summary",
-        "个人简介",
-        "简介",
-        "自我评价",
-        "个人总结",
-        "概述",
-        "个人概况",
-    ),
-    "experience": (
-        "experience",
-        "work experience",
-        "professional experience",
-        "employment",
-        "work history",
-        "工作经历",
-        "工作经验",
-        "实习经历",
-        "项目经历",
-        "职业经历",
-    ),
-    "skills": (
-        "skills",
-        "technical skills",
-        "core skills",
-        "competencies",
-        "专业技能",
-        "技能",
-        "技术栈",
-        "技能特长",
-    ),
-    "responsibilities": (
-        "responsibilities",
-        "what you will do",
-        "what you'll do",
-        "the role",
-        "duties",
-        "your role",
-        "岗位职责",
-        "工作职责",
-        "职位描述",
-        "工作内容",
-        "职责",
-    ),
-    "requirements": (
-        "requirements",
-        "qualifications",
-        "what we look for",
-        "what we're looking for",
-        "must have",
-        "must-haves",
-        "who you are",
-        "任职要求",
-        "岗位要求",
-        "任职资格",
-        "职位要求",
-        "要求",
-    ),
+    "summary": headings.RESUME["summary"],
+    "experience": headings.RESUME["experience"] + headings.RESUME["projects"],
+    "skills": headings.RESUME["skills"],
+    **headings.JOB,
 }
 # An e-mail, a phone number (9 digits or more: "2019-2023" is a period, not a number), a
 # profile link.

@@ -41,8 +41,9 @@ class RedisState:
     user_id: str
     streams: tuple[str, ...]
     tasks: tuple[str, ...]  # task ids whose hash exists and is the user's
-    idem: tuple[str, ...]  # their idempotency digests
+    idem: tuple[str, ...]  # their idempotency digests (and their services')
     cancelled: int  # queued tasks cancelled by `prepare()`
+    services: tuple[str, ...] = ()  # service ids (their streams end in `:service`)
 
     def keys(self) -> list[str]:
         """Every key `delete()` removes (the user's quota and locks included)."""
@@ -50,6 +51,8 @@ class RedisState:
         found.extend(keys.idem(digest) for digest in self.idem)
         found.append(keys.quota(self.user_id))
         found.extend(keys.user_lock(self.user_id, template) for template in TEMPLATES)
+        found.extend(keys.service(s) for s in self.services)
+        found.append(keys.services_pending(self.user_id))
         return found
 
 
@@ -77,7 +80,8 @@ async def prepare(redis: RedisPort, store: TaskStore, user_id: str) -> RedisStat
         RedisUnavailable: Redis cannot be reached.
     """
     streams = await scan(redis, keys.events_match(user_id))
-    task_ids = [keys.events_task_id(stream) for stream in streams]
+    services = [keys.events_service_id(s) for s in streams if keys.is_service_events(s)]
+    task_ids = [keys.events_task_id(s) for s in streams if not keys.is_service_events(s)]
     replies = (
         await redis.pipeline([("HMGET", keys.task(t), "user", "status", "idem") for t in task_ids])
         if task_ids
@@ -109,7 +113,12 @@ async def prepare(redis: RedisPort, store: TaskStore, user_id: str) -> RedisStat
             raise AccountBusy("a task started", retry_after=BUSY_RETRY_AFTER_S) from None
         except NotFound:
             pass  # it expired meanwhile
-    return RedisState(user_id, tuple(streams), tuple(owned), tuple(digests), cancelled)
+    if services:
+        found = await redis.pipeline([("HGET", keys.service(s), "idem") for s in services])
+        digests.extend(str(d) for d in found if d)
+    return RedisState(
+        user_id, tuple(streams), tuple(owned), tuple(digests), cancelled, tuple(services)
+    )
 
 
 async def delete(redis: RedisPort, state: RedisState) -> int:
@@ -123,6 +132,9 @@ async def delete(redis: RedisPort, state: RedisState) -> int:
     """
     doomed = state.keys()
     deleted = 0
+    if state.services:
+        # Their transitions (a cancel above recorded a fail) have nothing left to act on.
+        await redis.execute("ZREM", keys.services_due(), *state.services)
     for start in range(0, len(doomed), DEL_BATCH):
         deleted += int(await redis.execute("DEL", *doomed[start : start + DEL_BATCH]))
     logger.info("erased redis state of %s: %d keys", state.user_id, deleted)

@@ -157,3 +157,32 @@ def test_a_limit_that_concerns_no_input_stands_under_the_button(
             page.request.delete(f"/api/service/{service_id}")
     finally:
         _close(bp)
+
+
+def test_a_waiting_steps_position_moves_up_as_the_steps_ahead_start(
+    browser: Browser, web_stack: WebStack
+) -> None:
+    """Three summaries on one slot: the last one waits at position 2, moves to 1 when the
+    first finishes (an id-less position update, after the stream's last id), then runs."""
+    bp = _page(browser, web_stack.url)
+    try:
+        page = open_workbench(bp, "en")
+        fill(page, inputs("en"))
+        created = create(page, "a")
+        assert created["_status"] == 202, created
+        cards = page.locator("[data-step]:has([data-testid=queue-position]:visible)")
+        expect(cards).to_have_count(2)
+        last = cards.nth(1)
+        step = last.get_attribute("data-step")
+        card = page.locator(f"[data-step={step}]")
+        position = card.get_by_test_id("queue-position")
+        expect(position).to_have_attribute("data-position", "2")
+        expect(position).to_have_attribute("data-position", "1", timeout=60_000)
+        expect(card.locator("[data-field=state]")).to_have_attribute(
+            "data-state", "running", timeout=60_000
+        )
+        expect(position).to_be_hidden()
+        page.request.delete(f"/api/service/{created['service_id']}")
+        wait_finished(page, "error")
+    finally:
+        _close(bp)

@@ -367,7 +367,9 @@ function renderStep(name) {
     nodes.push(el("pre", { cls: "raw", text: step.text }));
   }
   body.replaceChildren(...nodes);
-  body.classList.toggle("writing", step.status === "running" && STREAMED.has(name));
+  const writing = step.status === "running" && STREAMED.has(name);
+  body.classList.toggle("writing", writing);
+  body.setAttribute("aria-busy", String(writing));
   if (STREAMED.has(name)) body.dataset.streamChars = String(step.text.length);
   const error = field(card, "error");
   const message =

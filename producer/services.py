@@ -63,8 +63,11 @@ async def create(request: Request) -> JSONResponse:
     """`POST /api/service/create`: prechecks, one admission, the summaries fanned out."""
     ident = identity(request)
     raw = await read_json(request)
-    if isinstance(raw, dict) and isinstance(raw.get("lang"), str):
-        request.state.explicit_lang = raw["lang"]
+    if "lang" not in request.query_params and isinstance(raw, dict):
+        # The body's `lang` is the results' language; the page's own (`?lang=`) wins for
+        # the messages.
+        if isinstance(raw.get("lang"), str):
+            request.state.explicit_lang = raw["lang"]
     try:
         body = CreateBody.model_validate(raw)
     except ValidationError as exc:

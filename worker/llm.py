@@ -15,7 +15,6 @@ from lib.messages import TaskMessage
 from lib.redisport import RedisPort
 from lib.routing import ModelId
 from lib.settings import Settings
-from lib.usage import UsageRecord
 from worker.delivery import Delta, Record, Restart, RunOutput
 
 
@@ -73,9 +72,6 @@ class LLMRunner:
         endpoints = resolve_endpoints(models, self.settings)
         ctx = CallContext(user_id=msg.user_id, service_id=msg.service_id, template=msg.template)
 
-        def sink(usage: UsageRecord) -> None:
-            record(usage.model_dump(mode="json"))
-
         if msg.mode == "stream":
             streamed = await run_stream(
                 messages,
@@ -84,7 +80,7 @@ class LLMRunner:
                 ctx=ctx,
                 on_delta=on_delta,
                 on_restart=on_restart,
-                record=sink,
+                record=record,
                 policy=self.policy,
                 models=self.models,
                 prices=self.settings.prices,
@@ -97,7 +93,7 @@ class LLMRunner:
             schema,
             endpoints,
             ctx=ctx,
-            record=sink,
+            record=record,
             policy=self.policy,
             models=self.models,
             degraded_source=source_text(msg.template, variables.model_dump()),

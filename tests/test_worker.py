@@ -25,7 +25,7 @@ from lib.tasks import Admission, Run, TaskStore
 from lib.usage_record import UsageRecord
 from tests.producer_helpers import RecordingPublisher
 from worker.app import create_app
-from worker.delivery import Delta, Record, Restart, RunOutput
+from worker.delivery import Delta, Fallback, Record, Restart, RunOutput
 
 BASE = "http://worker.test"
 
@@ -54,6 +54,7 @@ class ScriptedRunner:
         *,
         on_delta: Delta,
         on_restart: Restart,
+        on_fallback: Fallback,
         record: Record,
     ) -> RunOutput:
         self.calls.append((msg.task_id, model))

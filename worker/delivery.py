@@ -15,7 +15,7 @@ from lib.errors import RedisUnavailable, SlotlineError
 from lib.i18n import message
 from lib.messages import TaskMessage
 from lib.redisport import RedisPort
-from lib.routing import ModelId
+from lib.routing import PROVIDERS, ModelId
 from lib.settings import Settings
 from lib.tasks import Finished, Outcome, Run, Skip, TaskStore, Wait
 from lib.usage_record import UsageRecord
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 Delta = Callable[[str], Awaitable[None]]
 Restart = Callable[[], Awaitable[None]]
 Record = Callable[[UsageRecord], None]
+# Awaited with the model a task moves to when the LLM layer falls back to it.
+Fallback = Callable[[ModelId], Awaitable[None]]
 
 
 class Runner(Protocol):
@@ -39,9 +41,13 @@ class Runner(Protocol):
         *,
         on_delta: Delta,
         on_restart: Restart,
+        on_fallback: Fallback,
         record: Record,
     ) -> RunOutput:
         """Return the validated result; call `record` once per provider attempt.
+
+        `on_fallback` is awaited before the first call on each later model of the route
+        when the layer falls back to it (`RunOutput.model` is then that model's).
 
         Raises:
             SlotlineError: the task failed (after the layer's retries and fallbacks).
@@ -196,6 +202,15 @@ async def _run(
                 # The LLM layer starts over on another model: clients reset their text.
                 await batcher.restart({"attempt": run.attempt})
 
+            async def fallback(model: ModelId) -> None:
+                # The task's model, its `started` event and `done.model` agree (#10).
+                await batcher.switch(
+                    model,
+                    attempt=run.attempt,
+                    provider=PROVIDERS[model],
+                    out_price=settings.prices.get(model, {}).get("output", 0),
+                )
+
             def record(row: UsageRecord) -> None:
                 rows.append(row.model_copy(update={"task_id": msg.task_id, "attempt": run.attempt}))
 
@@ -205,6 +220,7 @@ async def _run(
                     run.model,
                     on_delta=batcher.add,
                     on_restart=restart,
+                    on_fallback=fallback,
                     record=record,
                 )
             )

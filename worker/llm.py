@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from lib.llm.attempt import CallContext, RetryPolicy
 from lib.llm.prompts import render
@@ -15,7 +15,7 @@ from lib.messages import TaskMessage
 from lib.redisport import RedisPort
 from lib.routing import ModelId
 from lib.settings import Settings
-from worker.delivery import Delta, Record, Restart, RunOutput
+from worker.delivery import Delta, Fallback, Record, Restart, RunOutput
 
 
 def model_label(endpoint: ModelEndpoint | None, fallback: str) -> str:
@@ -56,9 +56,12 @@ class LLMRunner:
         *,
         on_delta: Delta,
         on_restart: Restart,
+        on_fallback: Fallback,
         record: Record,
     ) -> RunOutput:
         """Run `msg` on the leased `model`, then the route's later fallbacks if it fails.
+
+        Before the first call on a fallback model, `on_fallback` moves the task to it.
 
         Raises:
             OutputInvalid: a streamed answer did not validate.
@@ -72,6 +75,10 @@ class LLMRunner:
         endpoints = resolve_endpoints(models, self.settings)
         ctx = CallContext(user_id=msg.user_id, service_id=msg.service_id, template=msg.template)
 
+        async def switch(endpoint: ModelEndpoint) -> None:
+            # Endpoints are resolved from the route's model ids: the name is one of them.
+            await on_fallback(cast(ModelId, endpoint.model_name))
+
         if msg.mode == "stream":
             streamed = await run_stream(
                 messages,
@@ -81,6 +88,7 @@ class LLMRunner:
                 on_delta=on_delta,
                 on_restart=on_restart,
                 record=record,
+                on_switch=switch,
                 policy=self.policy,
                 models=self.models,
                 prices=self.settings.prices,
@@ -94,13 +102,16 @@ class LLMRunner:
             endpoints,
             ctx=ctx,
             record=record,
+            on_switch=switch,
             policy=self.policy,
             models=self.models,
             degraded_source=source_text(msg.template, variables.model_dump()),
             prices=self.settings.prices,
         )
+        # A degraded result names the last model tried: the one the task hash is on.
+        last = answer.usage[-1].model_id if answer.usage else model
         return RunOutput(
             answer.value.model_dump(mode="json"),
-            model_label(answer.endpoint, model),
+            model_label(answer.endpoint, last),
             degraded=answer.degraded,
         )

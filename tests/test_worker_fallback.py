@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from lib import keys
 from lib.local.qstash.signing import sign
@@ -67,8 +68,8 @@ def settings(provider: tuple[FakeProvider, str]) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         app_base_url=BASE,
-        qstash_current_signing_key=DEV_CURRENT_SIGNING_KEY,
-        qstash_next_signing_key=DEV_NEXT_SIGNING_KEY,
+        qstash_current_signing_key=SecretStr(DEV_CURRENT_SIGNING_KEY),
+        qstash_next_signing_key=SecretStr(DEV_NEXT_SIGNING_KEY),
         openai_compat_base_url=provider[1],
         paid_task_cost=1,
         llm_retries=1,

@@ -155,8 +155,8 @@ class TokenBatcher:
             Fenced: the attempt lost its task.
         """
         async with self._lock:
-            data = {"model": model, "attempt": attempt, "fallback": True}
-            await self._append("started", data, self.deltas, model, provider, out_price)
+            data = events.StartedData(model=model, attempt=attempt, fallback=True)
+            await self._append("started", dict(data), self.deltas, model, provider, out_price)
 
     async def _append(self, kind: str, data: dict[str, Any], n: int, *extra: Any) -> None:
         a = self._attempt

@@ -100,6 +100,8 @@ async def llm_figures(base_url: str, n: int, n_stream: int) -> dict[str, float]:
     figures: dict[str, float] = {}
     async with httpx2.AsyncClient() as http:
         models = ChatModels(timeout=30, http_async_client=http)
+        # The same chat models as their public constructor builds them (no dict-chunk hook).
+        public = ChatModels(timeout=30, http_async_client=http, dict_chunks=False)
         client = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0, http_client=http)
         create: Any = client.chat.completions.create  # untyped: plain dict messages and tools
         tool_ep = ModelEndpoint(base_url, "k", "deepseek", "deepseek-chat")
@@ -167,6 +169,18 @@ async def llm_figures(base_url: str, n: int, n_stream: int) -> dict[str, float]:
                 models=models,
             )
 
+        async def public_stream() -> object:
+            return await run_stream(
+                MESSAGES,
+                Answer,
+                [long_ep],
+                ctx=ctx,
+                on_delta=noop,
+                record=records.append,
+                policy=policy,
+                models=public,
+            )
+
         async def bare_stream() -> object:
             parts: list[str] = []
             stream = await create(
@@ -188,6 +202,9 @@ async def llm_figures(base_url: str, n: int, n_stream: int) -> dict[str, float]:
         tokens = STREAM_WORDS + 6  # the fake's pieces for LONG
         figures["stream_token_layer"] = await cpu_per_call(n_stream, layer_stream) / tokens
         figures["stream_token_bare"] = await cpu_per_call(n_stream, bare_stream) / tokens
+        public_token = await cpu_per_call(n_stream, public_stream) / tokens
+        figures["stream_public_token_layer"] = public_token
+        figures["stream_public_token_bare"] = figures["stream_token_bare"]
         await client.close()
     return figures
 
@@ -278,6 +295,7 @@ def main() -> None:
         ("CPU ms / structured call (tool calling)", "structured_tool", "ms"),
         ("CPU ms / structured call (JSON mode)", "structured_json", "ms"),
         ("CPU µs / streamed token", "stream_token", "µs"),
+        ("CPU µs / streamed token, no dict-chunk hook", "stream_public_token", "µs"),
     ):
         scale = 1000 if unit == "µs" else 1
         layer, bare = llm[f"{key}_layer"] * scale, llm[f"{key}_bare"] * scale

@@ -106,6 +106,12 @@ class MissingVariables(InvalidRequest):
     code = "missing_variables"
 
 
+class UnsupportedLanguage(InvalidRequest):
+    """A `lang` asked for explicitly (a request body's) that we do not speak (`supported`)."""
+
+    code = "unsupported_language"
+
+
 class PriorityNotAllowed(InvalidRequest):
     """A caller asked for a higher priority than it may set (`max_priority`)."""
 

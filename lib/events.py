@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict, get_args
+from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 from lib.redisport import Arg, RedisPort
 
@@ -46,6 +46,8 @@ class BackpressureData(TypedDict, total=False):
 class StartedData(TypedDict):
     model: str
     attempt: int
+    # Set on the `started` the worker writes when a fallback model takes over (same attempt).
+    fallback: NotRequired[bool]
 
 
 class TokenData(TypedDict):

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from lib.errors import SlotlineError
-from lib.i18n import Lang, choose_lang, message
+from lib.i18n import Lang, choose_lang, localize_fields, message
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,10 @@ _EXPOSED_PARAMS = (
 )
 
 
+# Routing errors' localized details (`errors.detail.*`), by status.
+_HTTP_REASONS: dict[int, str] = {405: "method_not_allowed"}
+
+
 def request_lang(request: Request) -> Lang:
     """Explicit `lang` (query, or a JSON body already parsed) → cookie → Accept-Language → en."""
     explicit = getattr(request.state, "explicit_lang", None) or request.query_params.get("lang")
@@ -49,7 +53,14 @@ def request_lang(request: Request) -> Lang:
 
 
 def error_body(code: str, lang: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The JSON body of an error response."""
+    """The JSON body of an error response.
+
+    `fields` (a list of field errors, `lib.field_errors`) is returned with each item's
+    localized `message`.
+    """
+    fields = params.get("fields")
+    if isinstance(fields, list):
+        params = {**params, "fields": localize_fields(fields, lang)}
     body: dict[str, Any] = {"error": code, "message": message(code, lang, params)}
     for name in _EXPOSED_PARAMS:
         if name in params:
@@ -81,7 +92,9 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         body = error_body("not_found", lang, {})
     else:
-        body = error_body("invalid_request", lang, {"detail": exc.detail})
+        # Starlette's own English detail ("Method Not Allowed") stays out of the message.
+        reason = _HTTP_REASONS.get(exc.status_code, "generic")
+        body = error_body("invalid_request", lang, {"detail": exc.detail, "reason": reason})
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from typing import Any, Literal
 
@@ -73,6 +73,49 @@ def text(key: str, lang: Lang, params: Mapping[str, Any] | None = None) -> str:
 
 
 _LIST_SEPARATOR: dict[Lang, str] = {"en": ", ", "zh": "、"}
+# Between the sentences of several field errors.
+_SENTENCE_SEPARATOR: dict[Lang, str] = {"en": " ", "zh": ""}
+
+
+def _named_list(texts: Mapping[str, str], lang: Lang, name: str, value: Any) -> str:
+    """A list param shown as the texts of its items (`errors.{name}.{item}`), joined."""
+    named = [texts.get(f"errors.{name}.{item}", str(item)) for item in value]
+    return _LIST_SEPARATOR[lang].join(named)
+
+
+def _label(texts: Mapping[str, str], field: str) -> str:
+    return texts.get(f"errors.field_name.{field}") or texts["errors.field_name.unknown"]
+
+
+def localize_fields(fields: Sequence[Mapping[str, Any]], lang: str) -> list[dict[str, Any]]:
+    """Field errors (`lib.field_errors`) with their `message` in `lang`.
+
+    The message names the field by its label (`errors.field_name.*`: never an English
+    identifier inside a Chinese text, never the caller's own unknown names); items that
+    have a message already keep it.
+    """
+    chosen = normalize_lang(lang) or "en"
+    texts = catalog(chosen)
+    out: list[dict[str, Any]] = []
+    for item in fields:
+        if "message" in item:
+            out.append(dict(item))
+            continue
+        code = str(item.get("code", "invalid"))
+        key = "empty" if code == "too_short" and item.get("min") == 1 else code
+        template = texts.get(f"errors.field.{key}") or texts["errors.field.invalid"]
+        values = _Blank({k: v for k, v in item.items() if k not in ("field", "code")})
+        values["label"] = _label(texts, str(item.get("field", "")))
+        one_of = item.get("one_of")
+        if isinstance(one_of, list | tuple) and len(one_of) == 2:
+            values["label"], values["other"] = (_label(texts, str(f)) for f in one_of)
+        if "expected" in item:
+            values["expected"] = texts.get(f"errors.field_type.{item['expected']}", "")
+        for name, value in list(values.items()):
+            if isinstance(value, list | tuple):
+                values[name] = _named_list(texts, chosen, name, value)
+        out.append({**item, "message": template.format_map(values)})
+    return out
 
 
 def message(code: str, lang: str, params: Mapping[str, Any] | None = None) -> str:
@@ -80,18 +123,32 @@ def message(code: str, lang: str, params: Mapping[str, Any] | None = None) -> st
 
     A list param whose items have texts under `errors.{param}.{item}` (e.g. `missing`:
     the sections a document lacks) is shown as those texts, joined in the language's way.
+    `fields` (field errors) is shown as their localized messages. `{detail}` is the
+    dictionary's `errors.detail.{reason}`, else the field messages; a raw `detail` (the
+    exception's English text, for logs) fills it in English only, a Chinese message gets
+    `errors.detail.generic` instead.
     """
     chosen = normalize_lang(lang) or "en"
     texts = catalog(chosen)
     template = texts.get(f"errors.{code}") or texts["errors.internal_error"]
     values = _Blank(params or {})
+    fields = values.get("fields")
+    if isinstance(fields, list | tuple) and all(isinstance(f, Mapping) for f in fields):
+        joined = _SENTENCE_SEPARATOR[chosen].join(
+            f["message"] for f in localize_fields(fields, chosen)
+        )
+        values["fields"] = joined
+        if joined:
+            values["detail"] = joined
     for name, value in list(values.items()):
         if isinstance(value, list | tuple):
-            named = [texts.get(f"errors.{name}.{item}", str(item)) for item in value]
-            values[name] = _LIST_SEPARATOR[chosen].join(named)
+            values[name] = _named_list(texts, chosen, name, value)
     detail = texts.get(f"errors.detail.{values.get('reason', '')}")
     if detail is not None:
         values["detail"] = detail.format_map(values)
+    elif "{detail}" in template and (chosen != "en" or not values.get("detail")):
+        if not (isinstance(fields, list | tuple) and fields):
+            values["detail"] = texts["errors.detail.generic"]
     return template.format_map(values)
 
 

@@ -13,6 +13,7 @@ from lib.messages import TaskMessage, TaskSpec
 from lib.redisport import RedisPort, load_script, pairs_to_dict, run_script
 from lib.routing import PROVIDERS, ModelId, Route, Tier, slot_limit
 from lib.settings import Settings
+from lib.usage_record import UsageRecord, encode
 
 Status = Literal["queued", "running", "done", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
@@ -163,7 +164,7 @@ class Outcome:
     error_code: str = ""
     error_message: str = ""
     done: dict[str, Any] | None = None
-    usage_rows: list[dict[str, Any]] = field(default_factory=list)
+    usage_rows: list[UsageRecord] = field(default_factory=list)
     degraded: bool = False  # a degraded result: done, flagged, and not charged
 
 
@@ -539,7 +540,7 @@ class TaskStore:
         pools = self._pools(task)
         result = "" if outcome.result is None else json.dumps(outcome.result, ensure_ascii=False)
         done = json.dumps(outcome.done, ensure_ascii=False) if outcome.done else ""
-        rows = json.dumps(outcome.usage_rows, ensure_ascii=False) if outcome.usage_rows else ""
+        rows = encode(outcome.usage_rows) if outcome.usage_rows else ""
         prices: list[Any] = []
         for model in task.models:
             prices += [PROVIDERS[model], self.settings.prices.get(model, {}).get("output", 0)]

@@ -1,117 +1,36 @@
-"""LLM usage records: appended to a Redis stream, drained to Postgres in batches, queried."""
+"""LLM usage records: appended to a Redis stream, drained to Postgres in batches, queried.
+
+The record itself (`UsageRecord`, its columns and wire form) lives in `lib/usage_record.py`,
+free of psycopg; it is re-exported here for the storage side's callers.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 
 import psycopg
 from psycopg import sql
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from lib import db, keys
 from lib.errors import ServiceUnavailable
 from lib.redisport import RedisPort, load_script, run_script
+from lib.usage_record import COLUMNS as COLUMNS
+from lib.usage_record import ERROR_CHARS as ERROR_CHARS
+from lib.usage_record import UsageRecord as UsageRecord
+from lib.usage_record import decode as decode
+from lib.usage_record import encode as encode
 
 logger = logging.getLogger(__name__)
 
 TABLE = "llm_usage_logs"
 _ROWS_FIELD = "rows"
-ERROR_CHARS = 500  # the specified bound of `error_message`
-# Columns written by the drain (everything but the serial id), in the table's order:
-# the specified ones, then this project's additions (migration 0002).
-COLUMNS: tuple[str, ...] = (
-    "user_id",
-    "service_id",
-    "task_template_id",
-    "provider",
-    "model_id",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "latency_ms",
-    "cost",
-    "is_stream",
-    "is_success",
-    "error_message",
-    "created_at",
-    "source_id",
-    "currency",
-    "task_id",
-    "attempt",
-    "is_degraded",
-)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _bounded(value: Any) -> Any:
-    return value[:ERROR_CHARS] if isinstance(value, str) else value
-
-
-class UsageRecord(BaseModel):
-    """One LLM attempt (failed and fallback ones too), as the provider reported it.
-
-    Field names are the `llm_usage_logs` columns. Rows queued by an older release
-    (`template`, `model`, `success`) still validate: a deploy never strands the
-    entries waiting in the usage stream.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    user_id: str
-    service_id: str
-    task_template_id: str = Field(validation_alias=AliasChoices("task_template_id", "template"))
-    provider: str
-    model_id: str = Field(validation_alias=AliasChoices("model_id", "model"))
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
-    latency_ms: int = 0
-    cost: Decimal = Decimal(0)
-    is_stream: bool = False
-    is_success: bool = Field(validation_alias=AliasChoices("is_success", "success"))
-    error_message: Annotated[str | None, BeforeValidator(_bounded)] = None
-    created_at: datetime = Field(default_factory=_now)
-    # Additions:
-    currency: str = "CNY"
-    task_id: str | None = None
-    attempt: int | None = None
-    is_degraded: bool = False  # an attempt of a task that ended with a degraded result
-
-    def row(self, source_id: str) -> tuple[Any, ...]:
-        """The values in `COLUMNS` order."""
-        values = self.model_dump()
-        values["source_id"] = source_id
-        return tuple(values[column] for column in COLUMNS)
-
-
-def encode(records: Sequence[UsageRecord]) -> str:
-    """A batch of records as the JSON array one stream entry carries."""
-    return json.dumps([r.model_dump(mode="json") for r in records], separators=(",", ":"))
-
-
-def decode(entry_id: str, payload: str) -> list[tuple[Any, ...]]:
-    """A stream entry's records as table rows (`source_id` = entry id + index).
-
-    Raises:
-        ValueError: the payload is not a JSON array of usage records.
-    """
-    items = json.loads(payload)
-    if not isinstance(items, list):
-        raise ValueError("usage entry is not a JSON array")
-    return [
-        UsageRecord.model_validate(item).row(f"{entry_id}:{index}")
-        for index, item in enumerate(items)
-    ]
 
 
 async def append(redis: RedisPort, records: Sequence[UsageRecord]) -> str | None:

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from lib import events, keys
 from lib.errors import InvalidRequest, NotFound, RedisUnavailable
+from lib.field_errors import field_error
 from lib.redisport import RedisPort
 from lib.settings import Settings
 from lib.tasks import TERMINAL as TERMINAL_STATUS
@@ -209,7 +210,8 @@ async def _long_poll(
     try:
         wait = float(request.query_params.get("wait", "0"))
     except ValueError:
-        raise InvalidRequest("wait must be a number of seconds") from None
+        fields = [field_error("wait", "invalid_type", expected="number")]
+        raise InvalidRequest("wait must be a number of seconds", fields=fields) from None
     wait = min(max(0.0, wait), settings.longpoll_max_wait_s)
     located = await _locate(redis, task_id, user_id)
     reader = _Reader(redis, located.key, after)

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from lib.errors import InvalidRequest, ServiceUnavailable
+from lib.field_errors import field_error
 from lib.settings import Settings, secret
 from producer.identity import identity
 
@@ -39,9 +40,15 @@ async def usage(request: Request) -> JSONResponse:
     try:
         days = int(request.query_params.get("days", "30"))
     except ValueError:
-        raise InvalidRequest("days must be an integer") from None
+        fields = [field_error("days", "invalid_type", expected="integer")]
+        raise InvalidRequest("days must be an integer", fields=fields) from None
     if not 1 <= days <= MAX_USAGE_DAYS:
-        raise InvalidRequest(f"days must be in 1..{MAX_USAGE_DAYS}")
+        item = (
+            field_error("days", "too_small", min=1)
+            if days < 1
+            else field_error("days", "too_large", max=MAX_USAGE_DAYS)
+        )
+        raise InvalidRequest(f"days must be in 1..{MAX_USAGE_DAYS}", fields=[item])
     database_url = secret(settings.database_url)
     if not database_url:
         raise ServiceUnavailable("no database configured")

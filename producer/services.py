@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from lib import events
-from lib.errors import InvalidRequest, NotFound, RedisUnavailable
+from lib.errors import InvalidRequest, NotFound, RedisUnavailable, UnsupportedLanguage
+from lib.field_errors import from_validation
 from lib.http_errors import request_lang
 from lib.i18n import LANGS, normalize_lang
 from lib.json_body import read_json
@@ -71,11 +72,11 @@ async def create(request: Request) -> JSONResponse:
     try:
         body = CreateBody.model_validate(raw)
     except ValidationError as exc:
-        raise InvalidRequest(f"{exc.error_count()} invalid fields", reason="service_body") from None
+        fields = from_validation(exc, whole="body")
+        detail = "; ".join(f"{f['field']}: {f['code']}" for f in fields)
+        raise InvalidRequest(detail, fields=fields) from None
     if body.lang is not None and body.lang not in LANGS:
-        raise InvalidRequest(
-            f"unsupported lang {body.lang!r}", reason="unsupported_lang", supported=list(LANGS)
-        )
+        raise UnsupportedLanguage(f"unsupported lang {body.lang!r}", supported=list(LANGS))
     settings: Settings = request.app.state.settings
     owner = Owner(ident.user_id, ident.kind, request_lang(request))
     req = CreateRequest(

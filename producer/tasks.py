@@ -14,8 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from lib.auth import Identity
-from lib.errors import InvalidRequest, PriorityNotAllowed
+from lib.errors import InvalidRequest, PriorityNotAllowed, UnsupportedLanguage
+from lib.field_errors import field_error, from_validation
 from lib.http_errors import request_lang
+from lib.i18n import LANGS, normalize_lang
 from lib.json_body import read_json
 from lib.llm.variables import has_image, validate_variables
 from lib.publisher import Publisher
@@ -57,7 +59,11 @@ def effective_priority(settings: Settings, ident: Identity, req: SubmitRequest) 
     if req.priority is None:
         return allowed
     if req.priority > allowed:
-        raise PriorityNotAllowed(f"priority {req.priority} > {allowed}", max_priority=allowed)
+        raise PriorityNotAllowed(
+            f"priority {req.priority} > {allowed}",
+            max_priority=allowed,
+            fields=[field_error("priority", "too_large", max=allowed)],
+        )
     return req.priority
 
 
@@ -87,18 +93,31 @@ def idem_digest(
 
 
 async def _parse(request: Request) -> SubmitRequest:
+    """The body, validated.
+
+    Raises:
+        InvalidRequest: a field is missing, unknown or invalid (`fields` lists each).
+        UnsupportedLanguage: `lang` is not one we speak (`supported`); the error itself
+            answers in the cookie's or `Accept-Language`'s language.
+    """
     raw = await read_json(request)
-    if isinstance(raw, dict) and isinstance(raw.get("lang"), str):
+    lang = raw.get("lang") if isinstance(raw, dict) else None
+    if isinstance(lang, str):
+        if normalize_lang(lang) is None:
+            supported = list(LANGS)
+            raise UnsupportedLanguage(
+                f"lang {lang[:20]!r}",
+                supported=supported,
+                fields=[field_error("lang", "not_supported", supported=supported)],
+            )
         # Errors from here on answer in the language the body asks for.
-        request.state.explicit_lang = raw["lang"]
+        request.state.explicit_lang = lang
     try:
         return SubmitRequest.model_validate(raw)
     except ValidationError as exc:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-            for err in exc.errors(include_url=False)
-        )
-        raise InvalidRequest(detail) from None
+        fields = from_validation(exc, whole="body")
+        detail = "; ".join(f"{f['field']}: {f['code']}" for f in fields)
+        raise InvalidRequest(detail, fields=fields) from None
 
 
 def _urls(task_id: str) -> dict[str, str]:

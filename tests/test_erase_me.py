@@ -19,6 +19,7 @@ from lib.redisport import RedisPort, pairs_to_dict
 from lib.services.store import ServiceStore
 from lib.tasks import Outcome, Run, TaskStore
 from lib.usage import ERASED_USER
+from lib.usage_record import UsageRecord
 from lib.users.owner import Owner
 from tests.assets_helpers import app_on, migrated_database, new_user, rows_of
 from tests.producer_helpers import CountingRedis, RecordingPublisher, client_for
@@ -60,17 +61,17 @@ async def _start(store: TaskStore, msg: TaskMessage) -> Run:
 
 
 async def _finish(store: TaskStore, msg: TaskMessage, run: Run, user: str) -> None:
-    row = {
-        "user_id": user,
-        "service_id": msg.service_id,
-        "task_template_id": msg.template,
-        "provider": "offline",
-        "model_id": run.model,
-        "input_tokens": 10,
-        "output_tokens": 20,
-        "total_tokens": 30,
-        "is_success": True,
-    }
+    row = UsageRecord(
+        user_id=user,
+        service_id=msg.service_id,
+        task_template_id=msg.template,
+        provider="offline",
+        model_id=run.model,
+        input_tokens=10,
+        output_tokens=20,
+        total_tokens=30,
+        is_success=True,
+    )
     outcome = Outcome("done", result={"ok": True}, usage_rows=[row])
     ended = await store.finish(
         run.task, run, outcome, int(time.time() * 1000), ticket=msg, message_id=f"m-{msg.task_id}"

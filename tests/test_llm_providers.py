@@ -153,3 +153,14 @@ def test_light_modules_do_not_import_langchain() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_llm_layer_does_not_import_psycopg() -> None:
+    """The runners and the usage record load without psycopg (the drain's, not theirs)."""
+    code = (
+        "import sys, lib.llm.structured, lib.llm.streaming, lib.llm.driver, lib.usage_record,"
+        " worker.llm; print(','.join(m for m in ('psycopg', 'lib.usage', 'lib.db') if m in"
+        " sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

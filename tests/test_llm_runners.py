@@ -19,7 +19,7 @@ from lib.i18n import Lang
 from lib.llm.attempt import CallContext, RetryPolicy
 from lib.llm.dict_chunks import DictChunkCompletions
 from lib.llm.prompts import render
-from lib.llm.providers import ChatModels, EndpointProvider, ModelEndpoint
+from lib.llm.providers import ChatModels, EndpointProvider, ModelEndpoint, chat_model
 from lib.llm.schemas import DegradedSummary
 from lib.llm.streaming import OnDelta, StreamResult, parse_output, run_stream
 from lib.llm.structured import degraded_summary, run_structured, source_text
@@ -394,6 +394,60 @@ async def test_plain_streams_reach_langchain_as_wire_dicts(
     assert not {"extra_body", "extra_headers"} & set(fake.requests[0])
     with pytest.raises(openai.InternalServerError):
         await model.async_client.create(model="deepseek-chat", messages=MESSAGES, stream=True)
+
+
+def test_the_private_hook_still_fits_langchain_and_the_sdk() -> None:
+    """What `DictChunkCompletions` relies on, outside public APIs, is still there: a chat
+    model's `async_client` is `root_async_client.chat.completions` (the hook swaps like for
+    like), `create()`'s request options are the ones it maps onto the SDK's
+    `RequestOptions`, and `post()` takes the arguments it passes. A LangChain or openai
+    release that moves any of them fails here, not in production."""
+    import inspect
+
+    from langchain_openai import ChatOpenAI
+    from openai import AsyncOpenAI
+    from openai._types import RequestOptions
+    from openai.resources.chat.completions import AsyncCompletions
+
+    from lib.llm.dict_chunks import _OPTIONS
+
+    model = ChatOpenAI(model="m", base_url="http://h/v1", api_key="k")  # type: ignore[arg-type]
+    assert isinstance(model.root_async_client, AsyncOpenAI)
+    assert type(model.async_client) is AsyncCompletions
+    assert model.async_client._client is model.root_async_client
+    create = inspect.signature(AsyncCompletions.create).parameters
+    options = {p for p in create if p.startswith("extra_") or p == "timeout"}
+    assert options == {name for name, _ in _OPTIONS}
+    assert {field for _, field in _OPTIONS} <= set(RequestOptions.__annotations__)
+    post = inspect.signature(AsyncOpenAI.post).parameters
+    assert {"body", "cast_to", "options", "stream", "stream_cls"} <= set(post)
+    hooked = chat_model(ep("http://h/v1", provider="openai_compat"), streaming=True, timeout=5)
+    assert isinstance(hooked.async_client, DictChunkCompletions)
+    plain = chat_model(
+        ep("http://h/v1", provider="openai_compat"), streaming=True, timeout=5, dict_chunks=False
+    )
+    assert type(plain.async_client) is AsyncCompletions
+
+
+async def test_langchain_streams_through_the_hook(
+    fake: FakeProvider, base_url: str, models: ChatModels
+) -> None:
+    """A plain (non-JSON-mode) stream of `run_stream` goes through the hook's `create`:
+    were LangChain to call another client, the hook would silently stop saving CPU."""
+    endpoint = ep(base_url, provider="openai_compat")
+    hook = models.get(endpoint, streaming=True).async_client
+    assert isinstance(hook, DictChunkCompletions)
+    calls: list[bool] = []
+    original = hook.create
+
+    async def counted(**params: Any) -> Any:
+        calls.append(bool(params.get("stream")))
+        return await original(**params)
+
+    hook.create = counted  # type: ignore[method-assign]
+    fake.script("deepseek-chat", Reply(VALID))
+    result = await stream(models, [endpoint], Sink().delta)
+    assert result.value.score == 87 and calls == [True]
 
 
 async def stream(

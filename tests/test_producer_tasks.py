@@ -116,10 +116,15 @@ async def test_same_body_is_idempotent(app: Any, publisher: RecordingPublisher) 
 @pytest.mark.parametrize(
     ("headers", "body_lang", "cookie", "expected"),
     [
-        ({}, None, None, "Missing or invalid variables: job_text."),
-        ({"accept-language": "zh-CN,zh;q=0.9"}, None, None, "缺少或无效的变量：job_text。"),
-        ({"accept-language": "zh-CN"}, "en", None, "Missing or invalid variables: job_text."),
-        ({"accept-language": "en"}, None, "zh", "缺少或无效的变量：job_text。"),
+        ({}, None, None, "Check the variables. Job description text: required."),
+        ({"accept-language": "zh-CN,zh;q=0.9"}, None, None, "请检查变量。职位描述文本：必填。"),
+        (
+            {"accept-language": "zh-CN"},
+            "en",
+            None,
+            "Check the variables. Job description text: required.",
+        ),
+        ({"accept-language": "en"}, None, "zh", "请检查变量。职位描述文本：必填。"),
     ],
     ids=["default-en", "accept-zh", "body-lang-wins", "cookie-zh"],
 )
@@ -142,7 +147,9 @@ async def test_missing_variables_422_localized(
     assert resp.status_code == 422
     assert resp.json()["error"] == "missing_variables"
     assert resp.json()["message"] == expected
-    assert resp.json()["fields"] == "job_text"
+    [field] = resp.json()["fields"]
+    assert (field["field"], field["code"]) == ("job_text", "missing")
+    assert field["message"] in expected
     assert publisher.published == []
 
 

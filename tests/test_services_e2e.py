@@ -263,3 +263,20 @@ async def test_the_event_stream_resumes_over_sse_without_gaps(stack: StackInfo) 
     assert [(kind, json.loads(data)) for kind, data in seen] == [
         (e["type"], e["data"]) for e in whole
     ]
+
+
+async def test_a_bad_create_body_names_each_field(stack: StackInfo) -> None:
+    """Missing ids, a bad depth, an unknown lang: 422 with a code per field, localized."""
+    async with client(stack, "svc-body") as c:
+        bad = await c.post(
+            "/api/service/create", json={"depth": "z"}, headers={"Accept-Language": "zh"}
+        )
+        lang = await c.post(
+            "/api/service/create", json={"resume_id": "0" * 32, "job_id": "0" * 32, "lang": "fr"}
+        )
+    body = bad.json()
+    assert bad.status_code == 422 and body["error"] == "invalid_request"
+    assert {f["field"] for f in body["fields"]} >= {"resume_id", "job_id", "depth"}
+    assert_chinese_only(body["message"])
+    assert lang.status_code == 422 and lang.json()["error"] == "unsupported_language"
+    assert lang.json()["supported"] == ["en", "zh"]

@@ -21,29 +21,55 @@ def test_valid_variables_validate(template: str) -> None:
 @pytest.mark.parametrize(
     ("template", "given", "fields"),
     [
-        ("resume_summary", {}, "resume_text"),
-        ("detailed_resume_summary", {"resume_text": "x"}, "detailed_resume_text, resume_text"),
-        ("job_summary", {}, "job_text or job_image"),
-        ("job_match", {}, "resume_text, job_text"),
-        ("job_match", {"resume_text": "   ", "job_text": "y"}, "resume_text"),
-        ("resume_customize", {"resume_text": "x"}, "job_text"),
-        ("interview_prep", {"job_text": "y"}, "resume_text"),
-        ("resume_summary", {"resume_text": "x" * 30_001}, "resume_text"),
+        ("resume_summary", {}, [("resume_text", "missing")]),
+        (
+            "detailed_resume_summary",
+            {"resume_text": "x"},
+            [("detailed_resume_text", "missing"), ("resume_text", "not_allowed")],
+        ),
+        ("job_summary", {}, [("job_text", "missing_one_of")]),
+        ("job_match", {}, [("resume_text", "missing"), ("job_text", "missing")]),
+        ("job_match", {"resume_text": "   ", "job_text": "y"}, [("resume_text", "too_short")]),
+        ("resume_customize", {"resume_text": "x"}, [("job_text", "missing")]),
+        ("interview_prep", {"job_text": "y"}, [("resume_text", "missing")]),
+        ("resume_summary", {"resume_text": "x" * 30_001}, [("resume_text", "too_long")]),
+        ("resume_summary", {"resume_text": 5}, [("resume_text", "invalid_type")]),
     ],
 )
-def test_missing_variables_are_named(template: str, given: dict[str, str], fields: str) -> None:
-    """Missing, blank, unknown or too long variables raise MissingVariables naming them."""
+def test_missing_variables_are_named(
+    template: str, given: dict[str, object], fields: list[tuple[str, str]]
+) -> None:
+    """Missing, blank, unknown, mistyped or too long variables raise MissingVariables
+    listing each field with its code."""
     with pytest.raises(MissingVariables) as info:
         validate_variables(template, given)
-    assert info.value.params["fields"] == fields
+    assert [(f["field"], f["code"]) for f in info.value.params["fields"]] == fields
     assert info.value.status == 422
 
 
-def test_non_object_variables_name_required_fields() -> None:
-    """Variables that are not an object name every required field."""
+def test_field_errors_carry_their_limits() -> None:
+    """A too-long text says its maximum; a blank one its minimum; one-of names both."""
+    too_long = {"resume_text": "x" * 30_001, "job_text": " "}
+    with pytest.raises(MissingVariables) as info:
+        validate_variables("job_match", too_long)
+    assert info.value.params["fields"] == [
+        {"field": "resume_text", "code": "too_long", "max": 30_000},
+        {"field": "job_text", "code": "too_short", "min": 1},
+    ]
+    with pytest.raises(MissingVariables) as info:
+        validate_variables("job_summary", {})
+    assert info.value.params["fields"] == [
+        {"field": "job_text", "code": "missing_one_of", "one_of": ["job_text", "job_image"]}
+    ]
+
+
+def test_non_object_variables_are_one_type_error() -> None:
+    """Variables that are not an object: one field error on `variables` itself."""
     with pytest.raises(MissingVariables) as info:
         validate_variables("job_match", ["resume"])
-    assert info.value.params["fields"] == "resume_text, job_text"
+    assert info.value.params["fields"] == [
+        {"field": "variables", "code": "invalid_type", "expected": "object"}
+    ]
 
 
 def test_unknown_template() -> None:
@@ -86,6 +112,7 @@ def test_bad_images_rejected(url: str) -> None:
     with pytest.raises(BadImage) as info:
         validate_variables("job_summary", {"job_text": "Dev", "job_image": url})
     assert info.value.status == 415
+    assert info.value.params["fields"] == [{"field": "job_image", "code": "bad_image"}]
 
 
 def test_oversized_image_rejected() -> None:
@@ -93,5 +120,8 @@ def test_oversized_image_rejected() -> None:
     url = data_url(PNG + b"\x00" * MAX_IMAGE_BYTES)
     with pytest.raises(ImageTooLarge) as info:
         validate_variables("job_summary", {"job_image": url})
-    assert info.value.params == {"max_bytes": MAX_IMAGE_BYTES}
+    assert info.value.params == {
+        "max_bytes": MAX_IMAGE_BYTES,
+        "fields": [{"field": "job_image", "code": "image_too_large", "max_bytes": MAX_IMAGE_BYTES}],
+    }
     assert info.value.status == 413

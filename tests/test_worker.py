@@ -19,12 +19,13 @@ from lib.local.qstash.signing import sign
 from lib.messages import TaskMessage
 from lib.qstash_verify import Verifier
 from lib.redisport import RedisPort, pairs_to_dict
-from lib.routing import ModelId, route
+from lib.routing import PROVIDERS, ModelId, route
 from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, Settings
 from lib.tasks import Admission, Run, TaskStore
+from lib.usage_record import UsageRecord
 from tests.producer_helpers import RecordingPublisher
 from worker.app import create_app
-from worker.delivery import Delta, Record, Restart, RunOutput
+from worker.delivery import Delta, Fallback, Record, Restart, RunOutput
 
 BASE = "http://worker.test"
 
@@ -53,6 +54,7 @@ class ScriptedRunner:
         *,
         on_delta: Delta,
         on_restart: Restart,
+        on_fallback: Fallback,
         record: Record,
     ) -> RunOutput:
         self.calls.append((msg.task_id, model))
@@ -60,7 +62,19 @@ class ScriptedRunner:
             await asyncio.sleep(self.delay)
             await on_delta(delta)
         ok = self.fail is None
-        record({"is_success": ok, "input_tokens": 10, "output_tokens": 5, "total_tokens": 15})
+        record(
+            UsageRecord(
+                user_id=msg.user_id,
+                service_id=msg.service_id,
+                task_template_id=msg.template,
+                provider=PROVIDERS[model],
+                model_id=model,
+                input_tokens=10,
+                output_tokens=5,
+                total_tokens=15,
+                is_success=ok,
+            )
+        )
         if self.fail is not None:
             raise self.fail
         if self.degraded:
@@ -300,7 +314,7 @@ async def test_a_good_result_is_charged_and_not_flagged(redis: RedisPort, client
     assert view["degraded"] is False
     [entry] = await redis.execute("XRANGE", keys.usage_stream(), "-", "+")
     [row] = json.loads(pairs_to_dict(entry[1])["rows"])
-    assert "is_degraded" not in row and row["task_id"] == msg.task_id
+    assert row["is_degraded"] is False and row["task_id"] == msg.task_id
 
 
 async def test_redelivery_after_done_is_acknowledged_without_running(

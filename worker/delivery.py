@@ -15,9 +15,10 @@ from lib.errors import RedisUnavailable, SlotlineError
 from lib.i18n import message
 from lib.messages import TaskMessage
 from lib.redisport import RedisPort
-from lib.routing import ModelId
+from lib.routing import PROVIDERS, ModelId
 from lib.settings import Settings
 from lib.tasks import Finished, Outcome, Run, Skip, TaskStore, Wait
+from lib.usage_record import UsageRecord
 from worker.blips import through_blips
 from worker.tokens import Attempt, Fenced, TokenBatcher
 
@@ -25,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 Delta = Callable[[str], Awaitable[None]]
 Restart = Callable[[], Awaitable[None]]
-Record = Callable[[dict[str, Any]], None]
+Record = Callable[[UsageRecord], None]
+# Awaited with the model a task moves to when the LLM layer falls back to it.
+Fallback = Callable[[ModelId], Awaitable[None]]
 # Called with a service id when one of its steps' tasks has ended (lib/services/).
 OnStep = Callable[[str], Awaitable[None]]
 
@@ -40,9 +43,13 @@ class Runner(Protocol):
         *,
         on_delta: Delta,
         on_restart: Restart,
+        on_fallback: Fallback,
         record: Record,
     ) -> RunOutput:
         """Return the validated result; call `record` once per provider attempt.
+
+        `on_fallback` is awaited before the first call on each later model of the route
+        when the layer falls back to it (`RunOutput.model` is then that model's).
 
         Raises:
             SlotlineError: the task failed (after the layer's retries and fallbacks).
@@ -118,18 +125,18 @@ async def renewed(store: TaskStore, run: Run, work: asyncio.Task[Any]) -> AsyncI
             await renewer
 
 
-def _done_data(rows: list[dict[str, Any]], output: RunOutput, started: float) -> dict[str, Any]:
-    ok = [r for r in rows if r.get("is_success")]
+def _done_data(rows: list[UsageRecord], output: RunOutput, started: float) -> dict[str, Any]:
+    ok = [r for r in rows if r.is_success]
     usage = {
-        "input_tokens": sum(int(r.get("input_tokens", 0)) for r in ok),
-        "output_tokens": sum(int(r.get("output_tokens", 0)) for r in ok),
-        "total_tokens": sum(int(r.get("total_tokens", 0)) for r in ok),
+        "input_tokens": sum(r.input_tokens for r in ok),
+        "output_tokens": sum(r.output_tokens for r in ok),
+        "total_tokens": sum(r.total_tokens for r in ok),
     }
     return {
         "model": output.model,
         "usage": usage,
-        "cost": round(sum(float(r.get("cost", 0)) for r in rows), 6),
-        "currency": rows[-1].get("currency", "CNY") if rows else "CNY",
+        "cost": round(float(sum(r.cost for r in rows)), 6),
+        "currency": rows[-1].currency if rows else "CNY",
         "attempts": len(rows),
         "latency_ms": int((time.monotonic() - started) * 1000),
         "degraded": output.degraded,
@@ -200,7 +207,7 @@ async def _run(
     logger.info(
         "task %s attempt %s on %s (ticket %s)", msg.task_id, run.attempt, run.model, ticket.task_id
     )
-    rows: list[dict[str, Any]] = []
+    rows: list[UsageRecord] = []
     outcome = Outcome("failed", error_code="internal_error")
     started = time.monotonic()
     work: asyncio.Task[RunOutput] | None = None
@@ -218,17 +225,33 @@ async def _run(
                 # The LLM layer starts over on another model: clients reset their text.
                 await batcher.restart({"attempt": run.attempt})
 
-            def record(row: dict[str, Any]) -> None:
-                rows.append(row | {"task_id": msg.task_id, "attempt": run.attempt})
+            async def fallback(model: ModelId) -> None:
+                # The task's model, its `started` event and `done.model` agree (#10).
+                await batcher.switch(
+                    model,
+                    attempt=run.attempt,
+                    provider=PROVIDERS[model],
+                    out_price=settings.prices.get(model, {}).get("output", 0),
+                )
+
+            def record(row: UsageRecord) -> None:
+                rows.append(row.model_copy(update={"task_id": msg.task_id, "attempt": run.attempt}))
 
             work = asyncio.create_task(
-                runner.run(msg, run.model, on_delta=batcher.add, on_restart=restart, record=record)
+                runner.run(
+                    msg,
+                    run.model,
+                    on_delta=batcher.add,
+                    on_restart=restart,
+                    on_fallback=fallback,
+                    record=record,
+                )
             )
             async with renewed(store, run, work):
                 output = await asyncio.wait_for(work, settings.worker_time_limit_s)
         if output.degraded:
             # Every model failed: the rows say so, and the user is not charged.
-            rows[:] = [row | {"is_degraded": True} for row in rows]
+            rows[:] = [row.model_copy(update={"is_degraded": True}) for row in rows]
         outcome = Outcome(
             "done",
             result=output.result,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from lib.llm.attempt import CallContext, RetryPolicy
 from lib.llm.prompts import render
@@ -15,8 +15,7 @@ from lib.messages import TaskMessage
 from lib.redisport import RedisPort
 from lib.routing import ModelId
 from lib.settings import Settings
-from lib.usage import UsageRecord
-from worker.delivery import Delta, Record, Restart, RunOutput
+from worker.delivery import Delta, Fallback, Record, Restart, RunOutput
 
 
 def model_label(endpoint: ModelEndpoint | None, fallback: str) -> str:
@@ -57,9 +56,12 @@ class LLMRunner:
         *,
         on_delta: Delta,
         on_restart: Restart,
+        on_fallback: Fallback,
         record: Record,
     ) -> RunOutput:
         """Run `msg` on the leased `model`, then the route's later fallbacks if it fails.
+
+        Before the first call on a fallback model, `on_fallback` moves the task to it.
 
         Raises:
             OutputInvalid: a streamed answer did not validate.
@@ -73,8 +75,9 @@ class LLMRunner:
         endpoints = resolve_endpoints(models, self.settings)
         ctx = CallContext(user_id=msg.user_id, service_id=msg.service_id, template=msg.template)
 
-        def sink(usage: UsageRecord) -> None:
-            record(usage.model_dump(mode="json"))
+        async def switch(endpoint: ModelEndpoint) -> None:
+            # Endpoints are resolved from the route's model ids: the name is one of them.
+            await on_fallback(cast(ModelId, endpoint.model_name))
 
         if msg.mode == "stream":
             streamed = await run_stream(
@@ -84,7 +87,8 @@ class LLMRunner:
                 ctx=ctx,
                 on_delta=on_delta,
                 on_restart=on_restart,
-                record=sink,
+                record=record,
+                on_switch=switch,
                 policy=self.policy,
                 models=self.models,
                 prices=self.settings.prices,
@@ -97,14 +101,17 @@ class LLMRunner:
             schema,
             endpoints,
             ctx=ctx,
-            record=sink,
+            record=record,
+            on_switch=switch,
             policy=self.policy,
             models=self.models,
             degraded_source=source_text(msg.template, variables.model_dump()),
             prices=self.settings.prices,
         )
+        # A degraded result names the last model tried: the one the task hash is on.
+        last = answer.usage[-1].model_id if answer.usage else model
         return RunOutput(
             answer.value.model_dump(mode="json"),
-            model_label(answer.endpoint, model),
+            model_label(answer.endpoint, last),
             degraded=answer.degraded,
         )

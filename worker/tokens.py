@@ -143,13 +143,28 @@ class TokenBatcher:
             self._unsent.clear()
             await self._append("restart", data, self.deltas)
 
-    async def _append(self, kind: str, data: dict[str, Any], n: int) -> None:
+    async def switch(
+        self, model: str, *, attempt: int, provider: str, out_price: float | str
+    ) -> None:
+        """The attempt moves to a fallback model: a `started` event, the task on `model`.
+
+        The task hash's `model` (what `GET /api/tasks/{id}` says) and the `started`
+        event change together, fenced like every write of the attempt.
+
+        Raises:
+            Fenced: the attempt lost its task.
+        """
+        async with self._lock:
+            data = events.StartedData(model=model, attempt=attempt, fallback=True)
+            await self._append("started", dict(data), self.deltas, model, provider, out_price)
+
+    async def _append(self, kind: str, data: dict[str, Any], n: int, *extra: Any) -> None:
         a = self._attempt
         reply = await run_script(
             self._redis,
             load_script("append_token"),
             [a.task_key, a.stream_key],
-            [a.lease_id, kind, events.encode_data(data), n],
+            [a.lease_id, kind, events.encode_data(data), n, *extra],
         )
         if reply == "fenced":
             # Nothing more of this attempt can ever be written.

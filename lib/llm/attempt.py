@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from lib.llm.cost import PriceTable, cost
 from lib.llm.providers import ModelEndpoint
 from lib.settings import Settings
-from lib.usage import UsageRecord
+from lib.usage_record import UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,8 @@ class Attempt:
         self._record = record
         self._prices = prices
         self._started = time.perf_counter()
+        # The provider's token counts, set by the call as soon as it knows them.
+        self.usage: Mapping[str, Any] | None = None
         self.done: UsageRecord | None = None
 
     def finish(self, usage: Mapping[str, Any] | None, error: BaseException | None) -> UsageRecord:

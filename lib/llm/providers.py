@@ -102,6 +102,7 @@ def chat_model(
     streaming: bool,
     timeout: float,
     http_async_client: Any | None = None,
+    dict_chunks: bool = True,
 ) -> ChatOpenAI:
     """A LangChain chat model for one endpoint.
 
@@ -113,6 +114,9 @@ def chat_model(
         streaming: whether `ainvoke` streams under the hood.
         timeout: seconds for the HTTP request (connect, read).
         http_async_client: an `httpx2.AsyncClient` to reuse (pooling, tests).
+        dict_chunks: hand plain streams to LangChain as dicts (`lib/llm/dict_chunks.py`,
+            the one private hook, kept for its measured cost: docs/decisions.md); False
+            leaves the chat model exactly as its public constructor built it.
     """
     from langchain_openai import ChatOpenAI
     from pydantic import SecretStr
@@ -132,17 +136,21 @@ def chat_model(
         stream_chunk_timeout=None,
         http_async_client=http_async_client,
     )
-    # Streamed chunks reach LangChain as dicts, without the SDK's typed detour.
-    model.async_client = DictChunkCompletions(model.root_async_client)
+    if dict_chunks:
+        # Streamed chunks reach LangChain as dicts, without the SDK's typed detour.
+        model.async_client = DictChunkCompletions(model.root_async_client)
     return model
 
 
 class ChatModels:
     """Builds one chat model per (endpoint, streaming) and keeps it (owned by a process or test)."""
 
-    def __init__(self, *, timeout: float, http_async_client: Any | None = None) -> None:
+    def __init__(
+        self, *, timeout: float, http_async_client: Any | None = None, dict_chunks: bool = True
+    ) -> None:
         self.timeout = timeout
         self._http = http_async_client
+        self._dict_chunks = dict_chunks
         self._models: dict[tuple[ModelEndpoint, bool], ChatOpenAI] = {}
         self._structured: dict[tuple[ModelEndpoint, type[BaseModel]], Runnable[Any, Any]] = {}
 
@@ -152,7 +160,11 @@ class ChatModels:
         model = self._models.get(key)
         if model is None:
             model = chat_model(
-                endpoint, streaming=streaming, timeout=self.timeout, http_async_client=self._http
+                endpoint,
+                streaming=streaming,
+                timeout=self.timeout,
+                http_async_client=self._http,
+                dict_chunks=self._dict_chunks,
             )
             self._models[key] = model
         return model

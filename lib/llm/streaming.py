@@ -15,18 +15,11 @@ from langchain_core.messages.ai import UsageMetadata, add_usage
 from pydantic import BaseModel, ValidationError
 
 from lib.errors import LLMError, OutputInvalid
-from lib.llm.attempt import (
-    Attempt,
-    CallContext,
-    Message,
-    Recorder,
-    RetryPolicy,
-    describe,
-    failure_kind,
-)
+from lib.llm.attempt import Attempt, CallContext, Message, Recorder, RetryPolicy
 from lib.llm.cost import PriceTable
+from lib.llm.driver import CallerFailed, Final, OnSwitch, drive
 from lib.llm.providers import ChatModels, ModelEndpoint
-from lib.usage import UsageRecord
+from lib.usage_record import UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +44,6 @@ class StreamResult(Generic[T]):
         return len(self.usage)
 
 
-class _CallbackFailed(Exception):
-    """The caller's callback raised: not a provider failure, never retried."""
-
-
 async def run_stream(
     messages: Sequence[Message],
     schema: type[T],
@@ -67,6 +56,7 @@ async def run_stream(
     policy: RetryPolicy | None = None,
     models: ChatModels | None = None,
     prices: PriceTable | None = None,
+    on_switch: OnSwitch | None = None,
 ) -> StreamResult[T]:
     """Stream an answer token by token, then parse and validate all of it.
 
@@ -87,6 +77,8 @@ async def run_stream(
         policy: retries, backoff, request timeout and per-attempt deadline.
         models: chat models to reuse; built when None.
         prices: price table (default: settings).
+        on_switch: awaited with each fallback endpoint before its first attempt (after
+            `on_restart`, when the previous attempt had sent text).
 
     Returns:
         The validated value, the streamed text and the usage records.
@@ -98,84 +90,62 @@ async def run_stream(
     """
     policy = policy or RetryPolicy()
     models = models or ChatModels(timeout=policy.timeout_s)
-    records: list[UsageRecord] = []
     emitted = False
 
-    def sink(usage: UsageRecord) -> None:
-        records.append(usage)
-        if record is not None:
-            record(usage)
+    async def restart_if_emitted() -> None:
+        nonlocal emitted
+        if emitted:
+            emitted = False
+            if on_restart is not None:
+                await on_restart()
 
-    async def deliver(text: str) -> None:
-        try:
-            await on_delta(text)
-        except Exception as exc:
-            raise _CallbackFailed from exc
-
-    last_error = "no endpoint"
-    for endpoint in endpoints:
+    async def call(endpoint: ModelEndpoint, attempt: Attempt) -> tuple[T, str]:
+        nonlocal emitted
         runnable = models.streaming(endpoint)
-        for try_no in range(policy.retries + 1):
-            if try_no:
-                await asyncio.sleep(policy.delay(try_no))
-            if emitted:
-                emitted = False
-                if on_restart is not None:
-                    await on_restart()
-            attempt = Attempt(ctx, endpoint, stream=True, record=sink, prices=prices)
-            parts: list[str] = []
-            usage: UsageMetadata | None = None
-            # An async generator: closed on the way out, so a cancel closes the HTTP stream.
-            stream = cast(AsyncGenerator[Any, None], runnable.astream(list(messages)))
-            try:
-                async with asyncio.timeout(policy.deadline_s), aclosing(stream) as chunks:
-                    while True:
-                        # The longest silence between chunks (asyncio.timeout, unlike
-                        # wait_for on 3.11, never swallows a cancellation).
-                        async with asyncio.timeout(policy.timeout_s):
-                            chunk = await anext(chunks, None)
-                        if chunk is None:
-                            break
-                        if chunk.usage_metadata:
-                            usage = add_usage(usage, chunk.usage_metadata)
-                        text = chunk.text
-                        if text:
-                            parts.append(text)
-                            emitted = True
-                            await deliver(text)
-            except BaseException as exc:
-                cause = exc.__cause__ if isinstance(exc, _CallbackFailed) else exc
-                attempt.finish(_dict(usage), cause)
-                kind = failure_kind(exc)
-                if isinstance(exc, _CallbackFailed) and cause is not None:
-                    raise cause from None
-                if isinstance(exc, asyncio.CancelledError) or kind == "unexpected":
-                    raise
-                last_error = describe(exc)
-                logger.warning(
-                    "stream %s on %s failed (%s, try %d): %s",
-                    ctx.template,
-                    endpoint.model_name,
-                    kind,
-                    try_no + 1,
-                    last_error,
-                )
-                if kind == "rejected":
+        parts: list[str] = []
+        usage: UsageMetadata | None = None
+        # An async generator: closed on the way out, so a cancel closes the HTTP stream.
+        stream = cast(AsyncGenerator[Any, None], runnable.astream(list(messages)))
+        async with asyncio.timeout(policy.deadline_s), aclosing(stream) as chunks:
+            while True:
+                # The longest silence between chunks (asyncio.timeout, unlike wait_for
+                # on 3.11, never swallows a cancellation).
+                async with asyncio.timeout(policy.timeout_s):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
                     break
-                continue
-            text = "".join(parts)
-            try:
-                value = parse_output(text, schema)
-            except OutputInvalid as exc:
-                attempt.finish(_dict(usage), exc)
-                raise
-            attempt.finish(_dict(usage), None)
-            return StreamResult(value, text, endpoint, tuple(records))
-    raise LLMError(f"every model failed: {last_error}", template=ctx.template)
+                if chunk.usage_metadata:
+                    usage = attempt.usage = add_usage(usage, chunk.usage_metadata)
+                text = chunk.text
+                if text:
+                    parts.append(text)
+                    emitted = True
+                    try:
+                        await on_delta(text)
+                    except Exception as exc:
+                        raise CallerFailed from exc
+        whole = "".join(parts)
+        try:
+            return parse_output(whole, schema), whole
+        except OutputInvalid as exc:
+            # A complete answer that does not validate is not retried.
+            raise Final from exc
 
-
-def _dict(usage: UsageMetadata | None) -> dict[str, Any] | None:
-    return dict(usage) if usage else None
+    driven = await drive(
+        endpoints,
+        call,
+        ctx=ctx,
+        stream=True,
+        policy=policy,
+        record=record,
+        prices=prices,
+        before_try=restart_if_emitted,
+        on_switch=on_switch,
+    )
+    if driven.value is None or driven.endpoint is None:
+        raise LLMError(f"every model failed: {driven.last_error}", template=ctx.template)
+    value, text = driven.value
+    return StreamResult(value, text, driven.endpoint, driven.usage)
 
 
 def parse_output(text: str, schema: type[T]) -> T:

@@ -12,20 +12,13 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from lib.errors import OutputInvalid
-from lib.llm.attempt import (
-    Attempt,
-    CallContext,
-    Message,
-    Recorder,
-    RetryPolicy,
-    describe,
-    failure_kind,
-)
+from lib.llm.attempt import Attempt, CallContext, Message, Recorder, RetryPolicy
 from lib.llm.cost import PriceTable
+from lib.llm.driver import OnSwitch, drive
 from lib.llm.prompts import extract_inputs
 from lib.llm.providers import ChatModels, ModelEndpoint
 from lib.llm.schemas import DegradedSummary
-from lib.usage import UsageRecord
+from lib.usage_record import UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +65,7 @@ async def run_structured(
     models: ChatModels | None = None,
     degraded_source: str | None = None,
     prices: PriceTable | None = None,
+    on_switch: OnSwitch | None = None,
 ) -> StructuredResult[T]:
     """Ask each endpoint in turn for `schema`, validated; degrade when all fail.
 
@@ -92,6 +86,7 @@ async def run_structured(
             `source_text`); default: the delimited inputs of the user messages, never
             the prompt's own lines.
         prices: price table (default: settings).
+        on_switch: awaited with each fallback endpoint before its first attempt.
 
     Returns:
         The answer (or the degraded summary) and one usage record per attempt.
@@ -103,58 +98,33 @@ async def run_structured(
     """
     policy = policy or RetryPolicy()
     models = models or ChatModels(timeout=policy.timeout_s)
-    records: list[UsageRecord] = []
 
-    def sink(usage: UsageRecord) -> None:
-        records.append(usage)
-        if record is not None:
-            record(usage)
-
-    last_error = "no endpoint"
-    for endpoint in endpoints:
+    async def call(endpoint: ModelEndpoint, attempt: Attempt) -> T:
         runnable = models.structured(endpoint, schema)
-        for try_no in range(policy.retries + 1):
-            if try_no:
-                await asyncio.sleep(policy.delay(try_no))
-            attempt = Attempt(ctx, endpoint, stream=False, record=sink, prices=prices)
-            try:
-                async with asyncio.timeout(policy.timeout_s):
-                    out: dict[str, Any] = await runnable.ainvoke(list(messages))
-            except BaseException as exc:
-                attempt.finish(None, exc)
-                kind = failure_kind(exc)
-                if isinstance(exc, asyncio.CancelledError) or kind == "unexpected":
-                    raise
-                last_error = describe(exc)
-                logger.warning(
-                    "structured %s on %s failed (%s, try %d): %s",
-                    ctx.template,
-                    endpoint.model_name,
-                    kind,
-                    try_no + 1,
-                    last_error,
-                )
-                if kind == "rejected":
-                    break
-                continue
-            raw, parsed, error = out.get("raw"), out.get("parsed"), out.get("parsing_error")
-            usage = getattr(raw, "usage_metadata", None)
-            if error is None and isinstance(parsed, schema):
-                attempt.finish(usage, None)
-                return StructuredResult(parsed, False, endpoint, tuple(records))
-            invalid = error or OutputInvalid("the response held no structured output")
-            attempt.finish(usage, invalid)
-            last_error = describe(invalid)
-            logger.warning(
-                "structured %s on %s: invalid output (try %d): %s",
-                ctx.template,
-                endpoint.model_name,
-                try_no + 1,
-                last_error,
-            )
+        async with asyncio.timeout(policy.timeout_s):
+            out: dict[str, Any] = await runnable.ainvoke(list(messages))
+        raw, parsed, error = out.get("raw"), out.get("parsed"), out.get("parsing_error")
+        attempt.usage = getattr(raw, "usage_metadata", None)
+        if error is None and isinstance(parsed, schema):
+            return parsed
+        raise error or OutputInvalid("the response held no structured output")
+
+    driven = await drive(
+        endpoints,
+        call,
+        ctx=ctx,
+        stream=False,
+        policy=policy,
+        record=record,
+        prices=prices,
+        on_switch=on_switch,
+    )
+    if driven.value is not None:
+        return StructuredResult(driven.value, False, driven.endpoint, driven.usage)
     logger.error("structured %s: every model failed, degraded result", ctx.template)
     text = degraded_source if degraded_source is not None else delimited_inputs(messages)
-    return StructuredResult(degraded_summary(text, last_error), True, None, tuple(records))
+    summary = degraded_summary(text, driven.last_error)
+    return StructuredResult(summary, True, None, driven.usage)
 
 
 def source_text(template: str, variables: Mapping[str, Any]) -> str:

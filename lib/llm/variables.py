@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from lib.errors import BadImage, ImageTooLarge, MissingVariables, UnknownTemplate
+from lib.field_errors import field_error, from_validation
 from lib.routing import TEMPLATES, Template
 
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
@@ -207,14 +208,15 @@ def validate_variables(template: str, variables: Mapping[str, Any] | Any) -> Bas
         UnknownTemplate: `template` is not one of the six.
         BadImage: the job image is not a PNG/JPEG/WebP/GIF data URL or does not decode.
         ImageTooLarge: the decoded image passes `MAX_IMAGE_BYTES`.
-        MissingVariables: anything else missing or invalid; `fields` names them.
+        MissingVariables: anything else missing or invalid; `fields` lists each variable
+            with a code (`lib.field_errors`: missing, too_long, not_allowed, …).
     """
     if template not in TEMPLATES:
         raise UnknownTemplate(f"unknown template {template!r}", template=template)
     model = VARIABLE_MODELS[template]
     if not isinstance(variables, Mapping):
-        required = [n for n, f in model.model_fields.items() if f.is_required()]
-        raise MissingVariables("variables must be an object", fields=", ".join(required))
+        fields = [field_error("variables", "invalid_type", expected="object")]
+        raise MissingVariables("variables must be an object", fields=fields)
     try:
         return model.model_validate(dict(variables))
     except ValidationError as exc:
@@ -222,25 +224,16 @@ def validate_variables(template: str, variables: Mapping[str, Any] | Any) -> Bas
 
 
 def _domain_error(exc: ValidationError) -> MissingVariables | BadImage | ImageTooLarge:
-    errors = exc.errors(include_url=False)
-    for err in errors:
-        if err["type"] == "image_too_large":
-            return ImageTooLarge(err["msg"], max_bytes=MAX_IMAGE_BYTES)
-    for err in errors:
-        if err["type"] == "bad_image":
-            return BadImage(err["msg"])
-    fields: list[str] = []
-    details: list[str] = []
-    for err in errors:
-        name = "job_text or job_image" if err["type"] == "missing_one_of" else _field(err["loc"])
-        if name not in fields:
-            fields.append(name)
-        details.append(f"{name}: {err['msg']}")
-    return MissingVariables("; ".join(details), fields=", ".join(fields))
-
-
-def _field(loc: tuple[int | str, ...]) -> str:
-    return str(loc[0]) if loc else "variables"
+    """The image's own errors keep their statuses (413, 415); the rest is one 422."""
+    fields = from_validation(exc, whole="variables")
+    detail = "; ".join(f"{f['field']}: {f['code']}" for f in fields)
+    for item in fields:
+        if item["code"] == "image_too_large":
+            return ImageTooLarge(detail, max_bytes=MAX_IMAGE_BYTES, fields=[item])
+    for item in fields:
+        if item["code"] == "bad_image":
+            return BadImage(detail, fields=[item])
+    return MissingVariables(detail, fields=fields)
 
 
 def has_image(validated: BaseModel) -> bool:

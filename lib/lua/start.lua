@@ -156,7 +156,9 @@ end
 local model = pool_arg(chosen, 2)
 redis.call('HSET', KEYS[2], 'status', 'running', 'lease', member, 'pool_index', chosen,
   'attempts', attempt, 'run_msg', msg_id, 'attempt_ms', now, 'model', model, 'open', attempt)
-redis.call('HDEL', KEYS[2], 'tok_n') -- the new attempt's token batches count from zero
+-- The new attempt's token batches count from zero; it is priced as its lease's model until
+-- it falls back to another one (append_token.lua).
+redis.call('HDEL', KEYS[2], 'tok_n', 'provider', 'out_price')
 redis.call('HSET', KEYS[1], ran_field, cand)
 redis.call('ZREM', KEYS[3], cand)
 if not takeover then

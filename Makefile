@@ -15,7 +15,7 @@ fonts:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-noto-cjk; \
 	  else \
-	    echo "warning: no Noto CJK font; tests/test_ocr.py needs fonts-noto-cjk" >&2; \
+	    echo "warning: no Noto CJK font; tests/local/test_ocr.py needs fonts-noto-cjk" >&2; \
 	  fi; \
 	fi
 
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: bootstrap browser
-	$(PY) -m lib.demo
+	$(PY) -m lib.app.demo
 
 test: bootstrap browser
 	$(PY) -m pytest
@@ -50,7 +50,7 @@ bench: bootstrap
 
 # requirements.txt for Vercel / Lambda: runtime dependencies, pinned as installed.
 requirements: bootstrap
-	$(PY) -m lib.deploy_requirements > requirements.txt
+	$(PY) -m lib.app.deploy_requirements > requirements.txt
 
 clean:
 	rm -rf $(VENV) .slotline .pytest_cache .mypy_cache .ruff_cache

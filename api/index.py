@@ -1,5 +1,5 @@
 """Vercel entry point: the combined producer + worker app (reads settings, connects nothing)."""
 
-from lib.asgi import create_deploy_app
+from lib.app.asgi import create_deploy_app
 
 app = create_deploy_app()

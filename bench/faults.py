@@ -1,7 +1,7 @@
 """Fault bench (issue #8): app kill -9 mid-stream, 3 s Redis outage, kill -9 of `slotline dev`.
 
 The closing figures of #8, with larger numbers than the CI fault tests
-(`tests/test_faults.py`, `tests/test_local_durability.py`), on the production clock: the
+(`tests/app/test_faults.py`, `tests/local/test_durability.py`), on the production clock: the
 default lease (`LEASE_MS`, 30 s) and QStash time scale 1.0 (the local QStash server
 honours `Retry-After` in real seconds). Streaming job_match tasks, one signed-in user
 each, on a paced offline model (200 ms to the first token, then `--stream-s` of tokens).

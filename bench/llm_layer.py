@@ -1,6 +1,6 @@
 """LLM-layer benchmark: CPU per call and per streamed token vs the bare openai SDK; usage rows/s.
 
-The fake provider (tests/fakes/provider.py, zero latency) runs in a child process so the
+The fake provider (tests/support/provider.py, zero latency) runs in a child process so the
 CPU measured here is the client's only: ChatOpenAI + our runners versus a bare `openai`
 AsyncOpenAI call doing the same work (request, parse, pydantic validation). Usage
 throughput appends records to a real Valkey stream and drains them into a real Postgres
@@ -50,7 +50,7 @@ def serve(port: int) -> None:
     """Child process: the fake provider answering every model at zero latency."""
     import uvicorn
 
-    from tests.fakes.provider import FakeProvider, Reply
+    from tests.support.provider import FakeProvider, Reply
 
     fake = FakeProvider(
         default=Reply(SHORT), defaults={LONG_MODEL: Reply(LONG)}, keep_requests=False
@@ -211,10 +211,11 @@ async def llm_figures(base_url: str, n: int, n_stream: int) -> dict[str, float]:
 
 async def usage_figures(rows: int, per_entry: int) -> dict[str, float]:
     """Rows/s appended to the stream and drained into Postgres."""
-    from lib import db, usage
+    from lib.db import migrate as db
     from lib.local.embedded import EmbeddedPostgres, EmbeddedValkey
-    from lib.redis_tcp import TcpRedis
-    from lib.usage import UsageRecord
+    from lib.redis.tcp import TcpRedis
+    from lib.usage import store as usage
+    from lib.usage.store import UsageRecord
 
     valkey, postgres = EmbeddedValkey(), EmbeddedPostgres()
     redis_url, pg_url = valkey.start(), postgres.start()
@@ -287,7 +288,7 @@ def main() -> None:
     runners = import_seconds("lib.llm.structured, lib.llm.streaming")
     # LangChain's ChatOpenAI is imported on the first chat model built: the worker's real cost.
     first_model = import_seconds("lib.llm.structured, lib.llm.streaming, langchain_openai")
-    light = import_seconds("lib.llm.providers, lib.llm.cost, lib.usage")
+    light = import_seconds("lib.llm.providers, lib.llm.cost, lib.usage.store")
 
     print(f"\nLLM layer (fake provider on loopback, zero latency; n={n}, streams={n_stream})")
     print(f"{'figure':44} {'layer':>10} {'bare SDK':>10} {'overhead':>10}")

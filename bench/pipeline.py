@@ -1,7 +1,7 @@
 """Pipeline benchmark: submit latency, tasks/s, TTFT overhead, Redis commands per task, imports.
 
 Everything runs on 127.0.0.1. Phases 1-3 run the full local stack as separate processes
-(app = producer + worker via `lib.asgi`, local QStash server, offline model, two Valkeys:
+(app = producer + worker via `lib.app.asgi`, local QStash server, offline model, two Valkeys:
 one for the app, one for the QStash server's own state) and drive it from this process
 over HTTP. Phase 4 counts Redis commands in process, one part at a time. Phase 5 times
 cold imports in fresh interpreters. Figures are printed; this is not a test.
@@ -32,8 +32,8 @@ import httpx
 
 from lib.auth import issue_token
 from lib.local.embedded import EmbeddedValkey, free_port
-from lib.redis_tcp import TcpRedis
-from lib.redisport import Arg, RedisPort, StreamEntry, pairs_to_dict
+from lib.redis.port import Arg, RedisPort, StreamEntry, pairs_to_dict
+from lib.redis.tcp import TcpRedis
 from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_QSTASH_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,7 +227,7 @@ def start_stack(*, ttft_ms: float, tokens_per_s: float = 0.0) -> Stack:
             }
         )
         model_argv = [
-            *(PY, "-m", "lib.local.offline_model", "--host", HOST, "--port", str(port["model"])),
+            *(PY, "-m", "lib.local.offline.model", "--host", HOST, "--port", str(port["model"])),
             *("--ttft-ms", str(ttft_ms), "--tokens-per-s", str(tokens_per_s)),
         ]
         qstash_argv = [
@@ -734,7 +734,7 @@ def fmt_calls(calls: Counter[str], n: int) -> str:
 
 async def phase_commands(report: Report, *, quick: bool) -> None:
     """Redis commands per task: producer, worker, one events reader, each counted alone."""
-    from lib.local.offline_model import start_offline_model
+    from lib.local.offline.model import start_offline_model
     from lib.local.qstash.signing import sign
     from lib.settings import Settings
     from producer.app import create_app as create_producer

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict, get_args
 
-from lib.redisport import Arg, RedisPort
+from lib.redis.port import Arg, RedisPort
 
 EventType = Literal[
     "queued",

@@ -2,7 +2,7 @@
 
 One vocabulary for everything that reads a document's structure: the service prechecks
 (lib/services/prechecks.py: does it show the sections a service needs?) and the offline
-model's reader (lib/local/keywords.py). Matched case-insensitively at a line's start.
+model's reader (lib/local/offline/keywords.py). Matched case-insensitively at a line's start.
 """
 
 from __future__ import annotations

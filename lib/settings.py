@@ -79,7 +79,7 @@ class Settings(BaseSettings):
 
     # Database.
     database_url: SecretStr | None = None
-    # Connections of the request handlers (`lib/pg.py`). A long-lived process keeps a small
+    # Connections of the request handlers (`lib/db/pg.py`). A long-lived process keeps a small
     # pool of up to this many; 0 = no pool, one connection per operation, opened and closed
     # with it (a serverless invocation: a frozen instance must not hold connections). None
     # = 0 on Vercel or Lambda (their `VERCEL` / `AWS_LAMBDA_FUNCTION_NAME`), else 4.
@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     paid_task_cost: int = 1
     trial_balance: int = 0
 
-    # Request body limits, one per endpoint kind (`lib/body_limit.py` maps paths to kinds),
+    # Request body limits, one per endpoint kind (`lib/http/body_limit.py` maps paths to kinds),
     # checked on Content-Length and while the body streams, before anything parses it.
     # tasks: a 4 MiB image is 5.6 MB of base64, plus the texts. A delivery carries the
     # submitted variables plus an envelope, so keep `worker` above `tasks`; the failure
@@ -152,7 +152,7 @@ class Settings(BaseSettings):
     # Uploads (`lib/assets/files.py`): résumés, detailed résumés and job descriptions as
     # PDF, DOCX or UTF-8 text; a job description also as a PNG/JPEG/WebP screenshot. The
     # type is judged by content. A screenshot goes to the vision route as it is, so its
-    # limit is the one the vision task accepts (lib/llm/variables.py MAX_IMAGE_BYTES).
+    # limit is the one the vision task accepts (lib/templates/variables.py MAX_IMAGE_BYTES).
     upload_max_bytes: int = 10 * 1024 * 1024
     upload_max_image_bytes: int = 4 * 1024 * 1024
     upload_max_pdf_pages: int = 20
@@ -165,7 +165,7 @@ class Settings(BaseSettings):
     upload_max_pdf_stream_bytes: int = 16 * 1024 * 1024
     upload_pdf_max_seconds: float = 10.0
     # Characters of text per kind, after normalization; the most match what the task
-    # templates take (lib/llm/variables.py MAX_RESUME_CHARS, ...), the least refuse a text
+    # templates take (lib/templates/variables.py MAX_RESUME_CHARS, ...), the least refuse a text
     # that is too thin to summarize (`text_too_short`; 520 characters is a whole résumé in
     # Chinese, examples/resume.zh.txt).
     upload_max_chars_resume: int = 30_000

@@ -14,13 +14,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lib.auth import app_secret
-from lib.body_limit import PRODUCER_RULES, body_limit_middleware
-from lib.http_errors import EXCEPTION_HANDLERS
-from lib.pg import Postgres
-from lib.publisher import LazyPublisher, Publisher
-from lib.redisport import RedisPort
+from lib.db.pg import Postgres
+from lib.http.body_limit import PRODUCER_RULES, body_limit_middleware
+from lib.http.errors import EXCEPTION_HANDLERS
+from lib.qstash.publisher import LazyPublisher, Publisher
+from lib.redis.port import RedisPort
 from lib.settings import Settings, get_settings
-from lib.tasks import TaskStore
+from lib.tasks.store import TaskStore
 from producer import events, info, queues, tasks
 from producer.identity import IdentityMiddleware
 from producer.web import ops
@@ -80,7 +80,7 @@ def create_app(
         owned_redis: RedisPort | None = None
         owned_publisher: LazyPublisher | None = None
         if app.state.redis is None:
-            from lib.redis_factory import create_redis
+            from lib.redis.factory import create_redis
 
             owned_redis = create_redis(settings)
             app.state.redis = owned_redis

@@ -14,9 +14,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from lib import events, keys
 from lib.errors import InvalidRequest, NotFound, RedisUnavailable
 from lib.field_errors import field_error
-from lib.redisport import RedisPort
+from lib.redis.port import RedisPort
 from lib.settings import Settings
-from lib.tasks import TERMINAL as TERMINAL_STATUS
+from lib.tasks.store import TERMINAL as TERMINAL_STATUS
 from producer.identity import identity
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lib.auth import TRIAL_COOKIE, TRIAL_COOKIE_MAX_AGE_S, Identity, bearer_of, resolve_identity
 from lib.errors import CrossSiteRequest, Unauthorized
-from lib.http_errors import LANG_COOKIE, error_response
+from lib.http.errors import LANG_COOKIE, error_response
 from lib.i18n import LANGS, choose_lang, normalize_lang
 
 # A signed-in browser: the bearer token entered once on the sign-in page, kept in an

@@ -28,7 +28,7 @@ def _jsonable(value: Any) -> Any:
 
 async def templates(request: Request) -> JSONResponse:
     """`GET /api/templates`: every template, its variables and output schemas."""
-    from lib.templates_catalog import catalog  # schemas are built on first use only
+    from lib.templates.catalog import catalog  # schemas are built on first use only
 
     return JSONResponse({"templates": catalog()})
 
@@ -52,7 +52,7 @@ async def usage(request: Request) -> JSONResponse:
     database_url = secret(settings.database_url)
     if not database_url:
         raise ServiceUnavailable("no database configured")
-    from lib.usage import usage_for_user  # psycopg only when usage is asked for
+    from lib.usage.store import usage_for_user  # psycopg only when usage is asked for
 
     buckets = await usage_for_user(database_url, user_id, days)
     rows = [{k: _jsonable(v) for k, v in dataclasses.asdict(bucket).items()} for bucket in buckets]

@@ -18,10 +18,10 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from lib.db.pg import Postgres
 from lib.errors import ServiceUnavailable
-from lib.pg import Postgres
-from lib.redisport import RedisPort
-from lib.tasks import TaskStore
+from lib.redis.port import RedisPort
+from lib.tasks.store import TaskStore
 from lib.users import redis_state
 from lib.users.store import UserStore
 from producer.identity import identity
@@ -38,7 +38,7 @@ async def erase_me(request: Request) -> JSONResponse:
     if not pg.configured:
         raise ServiceUnavailable("no database configured")
     state = await redis_state.prepare(redis, tasks, user_id)
-    from lib.usage import drain  # psycopg is loaded on this rare path only
+    from lib.usage.store import drain  # psycopg is loaded on this rare path only
 
     await drain(redis, pg.url or "")
     erased = await UserStore(pg).erase(user_id)

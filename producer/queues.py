@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from lib import keys
-from lib.redisport import Arg, RedisPort
+from lib.redis.port import Arg, RedisPort
 from lib.routing import QUEUES, all_pools, slot_limit
 from lib.settings import Settings
 

@@ -19,16 +19,16 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from lib import events
 from lib.errors import InvalidRequest, NotFound, RedisUnavailable, UnsupportedLanguage
 from lib.field_errors import from_validation
-from lib.http_errors import request_lang
+from lib.http.errors import request_lang
+from lib.http.json_body import read_json
 from lib.i18n import LANGS, normalize_lang
-from lib.json_body import read_json
 from lib.services import plan
 from lib.services.events import ServiceEvent, ServiceReader
 from lib.services.live import ServiceLive
 from lib.services.orchestrate import CreateRequest, Orchestrator, now_ms
 from lib.services.store import Service, ServiceStore
 from lib.settings import Settings
-from lib.tasks import TaskStore, TaskView
+from lib.tasks.store import TaskStore, TaskView
 from lib.users.owner import Owner
 from producer.identity import client_address, identity
 

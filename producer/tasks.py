@@ -16,15 +16,15 @@ from starlette.responses import JSONResponse
 from lib.auth import Identity
 from lib.errors import InvalidRequest, PriorityNotAllowed, UnsupportedLanguage
 from lib.field_errors import field_error, from_validation
-from lib.http_errors import request_lang
+from lib.http.errors import request_lang
+from lib.http.json_body import read_json
 from lib.i18n import LANGS, normalize_lang
-from lib.json_body import read_json
-from lib.llm.variables import has_image, validate_variables
-from lib.publisher import Publisher
+from lib.qstash.publisher import Publisher
 from lib.routing import Route, route
 from lib.settings import Settings
-from lib.submit import submit as submit_task
-from lib.tasks import PRIORITY_MAX, Admission, TaskStore
+from lib.tasks.store import PRIORITY_MAX, Admission, TaskStore
+from lib.tasks.submit import submit as submit_task
+from lib.templates.variables import has_image, validate_variables
 from producer.identity import client_address, identity
 
 logger = logging.getLogger(__name__)

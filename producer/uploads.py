@@ -28,11 +28,11 @@ from lib.assets import files, language
 from lib.assets.files import Extracted, Kind
 from lib.assets.store import AssetStore, NewAsset
 from lib.errors import BadImage, ImageTooLarge, InvalidRequest, UnsupportedFile
-from lib.http_errors import request_lang
+from lib.http.errors import request_lang
+from lib.http.json_body import read_json
 from lib.i18n import Lang, normalize_lang
-from lib.json_body import read_json
-from lib.llm.variables import check_image
 from lib.settings import Settings
+from lib.templates.variables import check_image
 from lib.users.owner import Owner
 from producer.identity import identity
 
@@ -82,7 +82,7 @@ async def _read_form(request: Request) -> tuple[bytes, str | None]:
 
     Raises:
         InvalidRequest: an unreadable form, or one without a `file` part.
-        PayloadTooLarge: the body passed the upload limit (`lib.body_limit`).
+        PayloadTooLarge: the body passed the upload limit (`lib.http.body_limit`).
     """
     try:
         form = await request.form(
@@ -102,7 +102,7 @@ async def _read_form(request: Request) -> tuple[bytes, str | None]:
 
 
 def _image_bytes(data_url: str, settings: Settings) -> bytes:
-    """A screenshot sent as a data URL, decoded and checked (`lib.llm.variables`).
+    """A screenshot sent as a data URL, decoded and checked (`lib.templates.variables`).
 
     Raises:
         BadImage: 415, not a PNG/JPEG/WebP/GIF data URL, or undecodable.

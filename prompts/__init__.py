@@ -1,1 +1,1 @@
-"""Prompt templates per language, shipped as package data (loaded by lib.llm.prompts)."""
+"""Prompt templates per language, shipped as package data (loaded by lib.templates.prompts)."""

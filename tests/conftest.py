@@ -10,9 +10,9 @@ import pytest
 
 from lib.local.embedded import EmbeddedPostgres, EmbeddedValkey
 from lib.local.upstash_rest import LocalRest, start_local_rest
-from lib.redis_rest import RestRedis
-from lib.redis_tcp import TcpRedis
-from lib.redisport import RedisPort
+from lib.redis.port import RedisPort
+from lib.redis.rest import RestRedis
+from lib.redis.tcp import TcpRedis
 
 
 @pytest.fixture(scope="session")

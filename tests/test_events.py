@@ -9,7 +9,7 @@ import time
 import pytest
 
 from lib import events
-from lib.redisport import RedisPort
+from lib.redis.port import RedisPort
 
 KEY = "cs:events:alice:default:t1"
 
@@ -54,7 +54,7 @@ async def test_read_missing_stream_is_empty(redis: RedisPort) -> None:
 
 async def test_blocking_read_wakes_on_append(tcp_redis: RedisPort, valkey_url: str) -> None:
     """On TCP a blocking read returns as soon as an event is appended."""
-    from lib.redis_tcp import TcpRedis
+    from lib.redis.tcp import TcpRedis
 
     writer = TcpRedis.from_url(valkey_url)
     try:

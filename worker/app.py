@@ -16,22 +16,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lib.body_limit import WORKER_RULES, body_limit_middleware
 from lib.errors import InvalidRequest, InvalidSignature, ServiceUnavailable, SlotlineError
-from lib.http_errors import EXCEPTION_HANDLERS, error_body
+from lib.http.body_limit import WORKER_RULES, body_limit_middleware
+from lib.http.errors import EXCEPTION_HANDLERS, error_body
+from lib.http.json_body import parse_json
 from lib.i18n import message
-from lib.json_body import parse_json
-from lib.messages import TaskMessage
-from lib.publisher import LazyPublisher, Publisher
-from lib.qstash_verify import Verifier
-from lib.redisport import RedisPort
+from lib.qstash.publisher import LazyPublisher, Publisher
+from lib.qstash.verify import Verifier
+from lib.redis.port import RedisPort
 from lib.routing import route, slot_limit
 from lib.settings import Settings, get_settings, secret
-from lib.tasks import Outcome, TaskStore
+from lib.tasks.message import TaskMessage
+from lib.tasks.store import Outcome, TaskStore
 from worker.delivery import Reply, Runner, deliver, now_ms
 
 if TYPE_CHECKING:
-    from lib.pg import Postgres
+    from lib.db.pg import Postgres
     from lib.services.orchestrate import Orchestrator
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Worker:
         owned_redis: RedisPort | None = None
         owned_publisher: LazyPublisher | None = None
         if self._redis is None:
-            from lib.redis_factory import create_redis
+            from lib.redis.factory import create_redis
 
             self._redis = owned_redis = create_redis(self.settings)
         if self._publisher is None:
@@ -185,7 +185,7 @@ class Worker:
     def _orchestrator(self) -> Orchestrator:
         """The service orchestrator, built on the first service task (Postgres is lazy)."""
         if self._services is None:
-            from lib.pg import Postgres
+            from lib.db.pg import Postgres
             from lib.services.orchestrate import Orchestrator
 
             assert self._publisher is not None
@@ -327,7 +327,7 @@ async def _drain_usage(redis: RedisPort, settings: Settings) -> int:
     url = secret(settings.database_url)
     if not url:
         return 0
-    from lib.usage import drain
+    from lib.usage.store import drain
 
     try:
         return await drain(redis, url)

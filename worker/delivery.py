@@ -13,12 +13,12 @@ from typing import Any, Protocol
 from lib import keys
 from lib.errors import RedisUnavailable, SlotlineError
 from lib.i18n import message
-from lib.messages import TaskMessage
-from lib.redisport import RedisPort
+from lib.redis.port import RedisPort
 from lib.routing import PROVIDERS, ModelId
 from lib.settings import Settings
-from lib.tasks import Finished, Outcome, Run, Skip, TaskStore, Wait
-from lib.usage_record import UsageRecord
+from lib.tasks.message import TaskMessage
+from lib.tasks.store import Finished, Outcome, Run, Skip, TaskStore, Wait
+from lib.usage.record import UsageRecord
 from worker.blips import through_blips
 from worker.tokens import Attempt, Fenced, TokenBatcher
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any, cast
 
 from lib.llm.attempt import CallContext, RetryPolicy
-from lib.llm.prompts import render
 from lib.llm.providers import ChatModels, ModelEndpoint, resolve_endpoints
-from lib.llm.schemas import OUTPUT_MODELS
 from lib.llm.streaming import run_stream
 from lib.llm.structured import run_structured, source_text
-from lib.llm.variables import validate_variables
-from lib.messages import TaskMessage
-from lib.redisport import RedisPort
+from lib.redis.port import RedisPort
 from lib.routing import ModelId
 from lib.settings import Settings
+from lib.tasks.message import TaskMessage
+from lib.templates.prompts import render
+from lib.templates.schemas import OUTPUT_MODELS
+from lib.templates.variables import validate_variables
 from worker.delivery import Delta, Fallback, Record, Restart, RunOutput
 
 

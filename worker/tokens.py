@@ -11,7 +11,7 @@ from typing import Any
 
 from lib import events
 from lib.errors import RedisUnavailable
-from lib.redisport import RedisPort, load_script, run_script
+from lib.redis.port import RedisPort, load_script, run_script
 from worker.blips import through_blips
 
 logger = logging.getLogger(__name__)
@@ -36,11 +36,11 @@ class TokenBatcher:
     The first delta is written at once (time to first token matters most); after
     that a batch is written when `flush_ms` have passed since the last write or
     when `max_chars` are buffered, and a timer flushes a stalled buffer. Each write
-    is one script call (`lib/lua/append_token.lua`): fenced by the attempt's lease, so a
+    is one script call (`lib/tasks/lua/append_token.lua`): fenced by the attempt's lease, so a
     zombie attempt never mixes text into its successor's, and idempotent by `n`, the
     deltas written so far in the attempt, so a write whose reply was lost is not
     written twice when it is tried again. (`n` also closes the usage row of an attempt
-    that dies: `lib/lua/attempt_row.lua`.) Writes are serialized so events keep their
+    that dies: `lib/tasks/lua/attempt_row.lua`.) Writes are serialized so events keep their
     order. A batch that cannot reach Redis is kept as it is and sent again before
     anything newer, so a blip delays tokens instead of failing the task.
     """
@@ -162,7 +162,7 @@ class TokenBatcher:
         a = self._attempt
         reply = await run_script(
             self._redis,
-            load_script("append_token"),
+            load_script("lib.tasks", "append_token"),
             [a.task_key, a.stream_key],
             [a.lease_id, kind, events.encode_data(data), n, *extra],
         )

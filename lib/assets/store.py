@@ -7,7 +7,7 @@ came from, a summary written back with its tokens) and differ in table and colum
 
 The owner's `users` row is created by the first write that needs it, in the same
 statement (a CTE), so no request pays a round trip for it; reads never touch `users`.
-psycopg is imported by `lib.pg` on the first connection, not with this module.
+psycopg is imported by `lib.db.pg` on the first connection, not with this module.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from lib.assets.files import Kind
+from lib.db.pg import Postgres, parse_id
 from lib.errors import NotFound
 from lib.i18n import Lang
-from lib.pg import Postgres, parse_id
 from lib.users.owner import UPSERT_OWNER, Owner, owner_params
 
 if TYPE_CHECKING:

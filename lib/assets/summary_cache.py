@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lib.pg import Postgres
+from lib.db.pg import Postgres
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from lib.llm.cost import PriceTable, cost
 from lib.llm.providers import ModelEndpoint
 from lib.settings import Settings
-from lib.usage_record import UsageRecord
+from lib.usage.record import UsageRecord
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from lib.llm.attempt import (
 )
 from lib.llm.cost import PriceTable
 from lib.llm.providers import ModelEndpoint
-from lib.usage_record import UsageRecord
+from lib.usage.record import UsageRecord
 
 logger = logging.getLogger(__name__)
 

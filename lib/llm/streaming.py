@@ -19,7 +19,7 @@ from lib.llm.attempt import Attempt, CallContext, Message, Recorder, RetryPolicy
 from lib.llm.cost import PriceTable
 from lib.llm.driver import CallerFailed, Final, OnSwitch, drive
 from lib.llm.providers import ChatModels, ModelEndpoint
-from lib.usage_record import UsageRecord
+from lib.usage.record import UsageRecord
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from lib.errors import OutputInvalid
 from lib.llm.attempt import Attempt, CallContext, Message, Recorder, RetryPolicy
 from lib.llm.cost import PriceTable
 from lib.llm.driver import OnSwitch, drive
-from lib.llm.prompts import extract_inputs
 from lib.llm.providers import ChatModels, ModelEndpoint
-from lib.llm.schemas import DegradedSummary
-from lib.usage_record import UsageRecord
+from lib.templates.prompts import extract_inputs
+from lib.templates.schemas import DegradedSummary
+from lib.usage.record import UsageRecord
 
 logger = logging.getLogger(__name__)
 

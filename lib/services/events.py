@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from lib import keys
 from lib.errors import InvalidRequest
 from lib.events import START
-from lib.redisport import RedisPort
+from lib.redis.port import RedisPort
 
 BATCH = 200
 _ID = re.compile(r"^\d{1,20}-\d{1,20}$")

@@ -12,7 +12,7 @@ from typing import Any, Literal, cast
 
 from lib import keys
 from lib.errors import RateLimited, TooManyPendingServices
-from lib.redisport import RedisPort, load_script, pairs_to_dict, run_script
+from lib.redis.port import RedisPort, load_script, pairs_to_dict, run_script
 from lib.routing import Tier
 from lib.settings import Settings
 
@@ -108,7 +108,7 @@ class ServiceLive:
         limit = s.rate_trial_limit if trial else s.rate_user_limit
         reply = await run_script(
             self.redis,
-            load_script("service_admit"),
+            load_script("lib.services", "service_admit"),
             [
                 *self._windows(a),
                 keys.idem(a.idem_digest),
@@ -148,7 +148,7 @@ class ServiceLive:
         """Undo an admission whose fan-out failed: refund, unpend, forget."""
         reply = await run_script(
             self.redis,
-            load_script("service_abort"),
+            load_script("lib.services", "service_abort"),
             [
                 *self._windows(a),
                 keys.idem(a.idem_digest),
@@ -181,7 +181,7 @@ class ServiceLive:
         """
         reply = await run_script(
             self.redis,
-            load_script("service_announce"),
+            load_script("lib.services", "service_announce"),
             [
                 keys.service(live.service_id),
                 keys.service_events(live.user_id, live.service_id),
@@ -194,7 +194,10 @@ class ServiceLive:
     async def advance(self, service_id: str, later_steps: int) -> int:
         """Switch to the later steps (1 now, 0 already, -1 not advancing)."""
         reply = await run_script(
-            self.redis, load_script("service_advance"), [keys.service(service_id)], [later_steps]
+            self.redis,
+            load_script("lib.services", "service_advance"),
+            [keys.service(service_id)],
+            [later_steps],
         )
         return int(reply)
 
@@ -204,7 +207,7 @@ class ServiceLive:
         """End the service; an error refunds it once. (closed now?, units refunded)."""
         reply = await run_script(
             self.redis,
-            load_script("service_close"),
+            load_script("lib.services", "service_close"),
             [
                 keys.service(live.service_id),
                 keys.service_events(live.user_id, live.service_id),

@@ -2,7 +2,7 @@
 
 A service's summaries are admitted as tasks at creation (or answered from the summary
 cache) and run in parallel; when the last one ends, the finish script records the
-`advance` transition (lib/lua/service_step.lua) and whoever finished it carries it out
+`advance` transition (lib/tasks/lua/service_step.lua) and whoever finished it carries it out
 here: the summaries are written back, and the depth's steps are admitted with them as
 context. The last step's end records `finish`, a step that fails records `fail`. No
 request waits in between: the worker that ends a task carries the transition out, and
@@ -24,20 +24,20 @@ from typing import Any, Literal
 
 from lib.assets.store import Asset, AssetStore
 from lib.assets.summary_cache import CacheKey, SummaryCache
+from lib.db.pg import Postgres
 from lib.errors import NotFound, SlotlineError, TaskNotCancellable
 from lib.i18n import Lang
-from lib.llm.prompts import prompt_version
-from lib.llm.variables import has_image, validate_variables
-from lib.pg import Postgres
-from lib.publisher import Publisher
-from lib.redisport import RedisPort
+from lib.qstash.publisher import Publisher
+from lib.redis.port import RedisPort
 from lib.routing import Template, route
 from lib.services import plan, prechecks
 from lib.services.live import LiveService, ServiceAdmission, ServiceLive
 from lib.services.store import ServiceStore
 from lib.settings import Settings
-from lib.submit import submit
-from lib.tasks import Admission, TaskStore, TaskView
+from lib.tasks.store import Admission, TaskStore, TaskView
+from lib.tasks.submit import submit
+from lib.templates.prompts import prompt_version
+from lib.templates.variables import has_image, validate_variables
 from lib.users.owner import Owner
 
 logger = logging.getLogger(__name__)

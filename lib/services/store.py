@@ -16,8 +16,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, cast
 
+from lib.db.pg import Postgres, parse_id
 from lib.errors import NotFound
-from lib.pg import Postgres, parse_id
 from lib.users.owner import UPSERT_OWNER, Owner, owner_params
 
 ServiceStatus = Literal["created", "running", "done", "error"]
@@ -40,7 +40,7 @@ _FROM: dict[ServiceStatus, tuple[ServiceStatus, ...]] = {
     "error": ("created", "running"),
 }
 _STEP_TERMINAL = ("done", "error", "cached")
-# Advisory lock namespace (the two-key form; lib/db.py's migration lock uses the other).
+# Advisory lock namespace (the two-key form; lib/db/migrate.py's migration lock uses the other).
 _LOCK_NAMESPACE = 0x73657276  # "serv"
 MAX_LIST = 200
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from lib import keys
 from lib.errors import AccountBusy, NotFound, TaskNotCancellable
-from lib.redisport import RedisPort
+from lib.redis.port import RedisPort
 from lib.routing import TEMPLATES
-from lib.tasks import TaskStore
+from lib.tasks.store import TaskStore
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from lib.pg import Postgres
+from lib.db.pg import Postgres
 from lib.users.owner import UPSERT_OWNER, Owner, owner_params
 
 # Every table whose rows a user owns, counted before an erase (the cascade deletes them).
@@ -79,7 +79,7 @@ class UserStore:
 
         The `users` row goes, and with it (ON DELETE CASCADE) their résumés, detailed
         résumés, job descriptions, cached summaries, services and service steps. Their
-        LLM usage rows stay for accounting, detached from them (`lib.usage.forget_user`).
+        LLM usage rows stay for accounting, detached from them (`lib.usage.store.forget_user`).
         Erasing a user who has nothing is a no-op.
 
         Returns:
@@ -91,7 +91,7 @@ class UserStore:
         """
         from psycopg import sql
 
-        from lib.usage import forget_user
+        from lib.usage.store import forget_user
 
         counts = sql.SQL(", ").join(
             sql.SQL("(SELECT count(*) FROM {} WHERE user_id = %(user)s) AS {}").format(

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 
 from lib.auth import Identity
 from lib.errors import ConfigError, NotFound, ServiceUnavailable
-from lib.redisport import RedisPort
+from lib.redis.port import RedisPort
 from lib.settings import Settings, secret
 from producer.identity import optional_identity
 from producer.queues import snapshot
@@ -88,7 +88,7 @@ async def failures_data(request: Request) -> JSONResponse:
     if not database_url:
         body["failures_error"] = "config_error"
     else:
-        from lib.usage import recent_failures  # psycopg only when the dashboard asks
+        from lib.usage.store import recent_failures  # psycopg only when the dashboard asks
 
         try:
             rows = await recent_failures(database_url, FAILURE_MINUTES, FAILURE_ROWS)

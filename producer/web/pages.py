@@ -19,9 +19,9 @@ from starlette.types import Receive, Scope, Send
 
 from lib.auth import app_secret, verify_token
 from lib.errors import Unauthorized
-from lib.http_errors import LANG_COOKIE
+from lib.http.errors import LANG_COOKIE
 from lib.i18n import LANGS, Lang, choose_lang, message
-from lib.redisport import RedisPort
+from lib.redis.port import RedisPort
 from lib.settings import Settings
 from producer.identity import SESSION_COOKIE, cookie_header, is_secure, optional_identity
 from producer.queues import snapshot

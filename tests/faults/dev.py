@@ -1,6 +1,6 @@
 """`slotline dev` (the real CLI) as a child process that can be killed and started again.
 
-`DevProcess` runs `python -m lib.cli dev --state-dir X --port P`, waits for its `ready`
+`DevProcess` runs `python -m lib.app.cli dev --state-dir X --port P`, waits for its `ready`
 line, and after `kill()` (SIGKILL of the CLI process only: its guard stops the embedded
 Valkey and Postgres) `start()` runs it again on the same folder and port, so the app keeps
 its URL and QStash's kept messages still reach it. It satisfies `client.Target`; its
@@ -21,9 +21,9 @@ from typing import IO, Any
 
 import psutil
 
+from lib.app.stack import read_stack_file
 from lib.auth import issue_token
 from lib.local.embedded import VALKEY_PID_FILE, free_port, reclaim_postgres, reclaim_valkey
-from lib.local.stack import read_stack_file
 from tests.faults.harness import HOST, ROOT, clean_env
 
 
@@ -112,7 +112,7 @@ class DevProcess:
         self.starts += 1
         self._log.write(f"\n--- start {self.starts} at {time.strftime('%H:%M:%S')} ---\n")
         self._log.flush()
-        argv = [sys.executable, "-m", "lib.cli", "dev", "--state-dir", str(self.state_dir)]
+        argv = [sys.executable, "-m", "lib.app.cli", "dev", "--state-dir", str(self.state_dir)]
         self.proc = subprocess.Popen(
             [*argv, "--port", str(self.port)],
             cwd=ROOT,

@@ -39,10 +39,10 @@ from lib.settings import (
     DEV_QSTASH_TOKEN,
     Settings,
 )
+from tests.support.paths import ROOT
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 APP_SECRET = "faults-secret-" + "0123456789abcdef" * 2
 _PR_SET_PDEATHSIG = 1
@@ -340,7 +340,7 @@ class ProcessStack:
         add(
             "model",
             [
-                *(py, "-m", "lib.local.offline_model", "--host", HOST),
+                *(py, "-m", "lib.local.offline.model", "--host", HOST),
                 *("--port", str(ports["model"]), "--ttft-ms", str(cfg.model_ttft_ms)),
                 *("--tokens-per-s", str(cfg.model_tokens_per_s)),
             ],
@@ -410,8 +410,8 @@ class ProcessStack:
         info = {k: str(v) for k, v in conninfo_to_dict(base).items() if v is not None}
         info["dbname"] = name
         url = make_conninfo("", **info)
-        from lib.db import migrate
-        from lib.local.stack import run_sync
+        from lib.app.stack import run_sync
+        from lib.db.migrate import migrate
 
         run_sync(lambda: migrate(url))  # its own loop: safe inside a running one
         return url

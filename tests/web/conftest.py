@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
+from lib.app.stack import LocalStack, StackInfo, check_health
 from lib.auth import issue_token
 from lib.i18n import LANGS, catalog
-from lib.local.stack import LocalStack, StackInfo, check_health
 from lib.settings import secret
-from tests.test_stack_e2e import local_settings
+from tests.app.test_stack_e2e import local_settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps dialing Google's hosts, which

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from lib.i18n import text
-from tests.asset_files import assert_chinese_only, xlsx_like
+from tests.support.asset_files import assert_chinese_only, xlsx_like
 from tests.web.conftest import BrowserPage, WebStack, assert_no_raw_keys, sign_in, watch
 from tests.web.workbench_helpers import (
     create,

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from lib.i18n import text
-from tests.asset_files import assert_chinese_only
+from tests.support.asset_files import assert_chinese_only
 from tests.web.conftest import BrowserPage, WebStack, watch
 from tests.web.cut_proxy import CutProxy
 from tests.web.workbench_helpers import (

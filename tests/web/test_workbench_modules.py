@@ -17,15 +17,15 @@ import pytest
 from playwright.sync_api import Browser, Page, Route
 
 from lib.i18n import namespace
-from lib.local.offline_answers import answer
+from lib.local.offline.answers import answer
 from producer.web.render import MODULES
+from tests.support.paths import EXAMPLES
 from tests.web.conftest import PageErrors
 
 pytestmark = pytest.mark.timeout(60)
 
 STATIC = Path(__file__).resolve().parents[2] / "producer" / "web" / "static"
 ORIGIN = "http://modules.test"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _index(lang: str) -> str:

@@ -6,15 +6,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from tests.asset_files import text_pdf
+from tests.support.asset_files import text_pdf
+from tests.support.paths import EXAMPLES
 from tests.web.conftest import BrowserPage
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DONE_TIMEOUT_MS = 120_000  # a depth-c service on a loaded 2-core machine
 # The detailed résumé in Chinese (the examples have it in English only): the résumé and
 # more of its projects.
@@ -46,8 +45,8 @@ def resume_pdf(lang: str) -> bytes:
 
 
 def jd_screenshot_png(lang: str) -> bytes:
-    """A screenshot of the example job description (as tests/test_ocr.py renders one)."""
-    from tests.test_ocr import screenshot
+    """A screenshot of the example job description (as tests/local/test_ocr.py renders one)."""
+    from tests.local.test_ocr import screenshot
 
     data_url = screenshot(example(f"job.{lang}.txt"))
     return base64.b64decode(data_url.split(",", 1)[1])

@@ -18,8 +18,8 @@ from lib.local.qstash.delivery import LEASE_S, STARTUP_GRACE_S, Deliverer, now_m
 from lib.local.qstash.message import parse_publish
 from lib.local.qstash.store import QStashStore
 from lib.local.qstash.wire import WireError, destination
-from lib.redis_tcp import TcpRedis
-from lib.redisport import RedisPort
+from lib.redis.port import RedisPort
+from lib.redis.tcp import TcpRedis
 
 logger = logging.getLogger(__name__)
 

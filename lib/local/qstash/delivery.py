@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from lib.http11 import Http11Client, Http11ConnectError, Http11Error
+from lib.local.http11 import Http11Client, Http11ConnectError, Http11Error
 from lib.local.qstash.message import Message, PublishRequest, new_message_id
 from lib.local.qstash.signing import sign
 from lib.local.qstash.store import QStashStore

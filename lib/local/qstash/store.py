@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from lib.keys import qstash_namespace
 from lib.local.qstash.message import DEDUP_WINDOW_MS, Message, PublishRequest, new_message_id
-from lib.redisport import Arg, RedisPort, load_script, pairs_to_dict, run_script
+from lib.redis.port import Arg, RedisPort, load_script, pairs_to_dict, run_script
 
 Outcome = Literal["done", "retry", "release", "dlq", "reclaim"]
 
@@ -110,7 +110,9 @@ class QStashStore:
         if request.dedup_id is not None:
             keys.append(self.keys.dedup(request.dedup_id))
         args: list[Arg] = [msg.id, request.due_ms, DEDUP_WINDOW_MS, *msg.to_fields()]
-        reply = await run_script(self.redis, load_script("lqs_publish"), keys, args)
+        reply = await run_script(
+            self.redis, load_script("lib.local.qstash", "lqs_publish"), keys, args
+        )
         return str(reply[0]), int(reply[1]) == 1
 
     async def get(self, message_id: str) -> Message | None:
@@ -124,7 +126,9 @@ class QStashStore:
         keys = [self.keys.message(message_id), self.keys.due, self.keys.live]
         if fc_key:
             keys.append(self.keys.fc_wait(str(fc_key)))
-        reply = await run_script(self.redis, load_script("lqs_cancel"), keys, [message_id])
+        reply = await run_script(
+            self.redis, load_script("lib.local.qstash", "lqs_cancel"), keys, [message_id]
+        )
         return int(reply) == 1
 
     async def live_ids(self) -> list[str]:
@@ -170,7 +174,9 @@ class QStashStore:
             keys += [self.keys.fc_active(fc.key), self.keys.fc_starts(fc.key)]
             keys.append(self.keys.fc_wait(fc.key))
             args[3:] = [fc.parallelism, fc.rate, int(fc.period_s * 1000)]
-        reply = await run_script(self.redis, load_script("lqs_claim"), keys, args)
+        reply = await run_script(
+            self.redis, load_script("lib.local.qstash", "lqs_claim"), keys, args
+        )
         code = int(reply[0])
         if code == 1:
             return Claim("claimed", int(reply[1]))
@@ -213,7 +219,9 @@ class QStashStore:
         args: list[Arg] = [msg.id, outcome, now_ms, due_ms, retried, msg.fc_parallelism, dlq_id]
         for name, value in (dlq_fields or {}).items():
             args += [name, value]
-        return int(await run_script(self.redis, load_script("lqs_settle"), keys, args))
+        return int(
+            await run_script(self.redis, load_script("lib.local.qstash", "lqs_settle"), keys, args)
+        )
 
     async def dead_letter(
         self,
@@ -272,7 +280,10 @@ class QStashStore:
             self.keys.live,
         ]
         reply = await run_script(
-            self.redis, load_script("lqs_dlq_retry"), keys, [dlq_id, new_id, now_ms]
+            self.redis,
+            load_script("lib.local.qstash", "lqs_dlq_retry"),
+            keys,
+            [dlq_id, new_id, now_ms],
         )
         return str(reply) if reply else None
 

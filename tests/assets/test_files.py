@@ -481,7 +481,7 @@ def test_normalize(raw: str, expected: str) -> None:
 
 def test_default_limits_match_what_the_task_templates_take(settings: Settings) -> None:
     """Character limits are the templates' MAX_* (lib/templates/variables.py); images: vision's."""
-    from lib.llm import variables
+    from lib.templates import variables
 
     assert text_limits("resume", settings).max_chars == variables.MAX_RESUME_CHARS
     assert text_limits("detailed_resume", settings).max_chars == variables.MAX_DETAILED_RESUME_CHARS

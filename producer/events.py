@@ -6,17 +6,17 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from lib import events, keys
-from lib.errors import InvalidRequest, NotFound, RedisUnavailable
+from lib import events
+from lib.errors import InvalidRequest, RedisUnavailable
 from lib.field_errors import field_error
 from lib.redis.port import RedisPort
 from lib.settings import Settings
-from lib.tasks.store import TERMINAL as TERMINAL_STATUS
+from lib.tasks.store import TaskStore
+from lib.tasks.view import StreamPlace
 from producer.identity import identity
 
 logger = logging.getLogger(__name__)
@@ -25,34 +25,6 @@ BATCH = 200
 # REST has no blocking XREAD: poll, fast while events flow, slower when idle.
 POLL_MIN_S = 0.05
 POLL_MAX_S = 0.5
-
-
-@dataclass(frozen=True)
-class _Stream:
-    key: str
-    finished: bool  # the task had reached a terminal status when the request came in
-    task_id: str = ""
-    waiting_key: str = ""  # its queue's waiting order, while it is queued ('' otherwise)
-
-    async def position(self, redis: RedisPort) -> int | None:
-        """Where the task stands in its queue now (None once it has left it)."""
-        if not self.waiting_key:
-            return None
-        rank = await redis.execute("ZRANK", self.waiting_key, self.task_id)
-        return int(rank) + 1 if rank is not None else None
-
-
-async def _locate(redis: RedisPort, task_id: str, user_id: str) -> _Stream:
-    """The task's stream key, for its owner only (one HMGET)."""
-    user, service, status, queue = await redis.execute(
-        "HMGET", keys.task(task_id), "user", "service", "status", "queue"
-    )
-    if user is None or user != user_id:
-        raise NotFound(task_id=task_id)
-    waiting = keys.queue_waiting(queue) if status == "queued" and queue else ""
-    return _Stream(
-        keys.events(user, service or "", task_id), status in TERMINAL_STATUS, task_id, waiting
-    )
 
 
 def _after(value: str | None) -> str:
@@ -111,7 +83,7 @@ class _Reader:
         return batch
 
 
-async def _sse(reader: _Reader, located: _Stream, settings: Settings) -> AsyncIterator[bytes]:
+async def _sse(reader: _Reader, located: StreamPlace, settings: Settings) -> AsyncIterator[bytes]:
     """SSE body: events until the terminal one, heartbeats, and a `retry:` before the limit.
 
     A heartbeat goes out every `sse_heartbeat_s` of silence, however long the task waits
@@ -192,7 +164,7 @@ async def stream(request: Request) -> Response:
     after = _after(
         request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     )
-    located = await _locate(redis, task_id, user_id)
+    located = await TaskStore(redis, settings).locate(task_id, user_id)
     reader = _Reader(
         redis, located.key, after, min_interval_s=settings.sse_min_read_interval_ms / 1000
     )
@@ -213,7 +185,7 @@ async def _long_poll(
         fields = [field_error("wait", "invalid_type", expected="number")]
         raise InvalidRequest("wait must be a number of seconds", fields=fields) from None
     wait = min(max(0.0, wait), settings.longpoll_max_wait_s)
-    located = await _locate(redis, task_id, user_id)
+    located = await TaskStore(redis, settings).locate(task_id, user_id)
     reader = _Reader(redis, located.key, after)
     batch = await reader.next(0 if located.finished else wait)
     done = any(e.terminal for e in batch) or (located.finished and not batch)

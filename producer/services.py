@@ -28,7 +28,8 @@ from lib.services.live import ServiceLive
 from lib.services.orchestrate import CreateRequest, Orchestrator, now_ms
 from lib.services.store import Service, ServiceStore
 from lib.settings import Settings
-from lib.tasks.store import TaskStore, TaskView
+from lib.tasks.store import TaskStore
+from lib.tasks.view import TaskView
 from lib.users.owner import Owner
 from producer.identity import client_address, identity
 

@@ -22,7 +22,8 @@ from lib.i18n import LANGS, normalize_lang
 from lib.qstash.publisher import Publisher
 from lib.routing import Route, route
 from lib.settings import Settings
-from lib.tasks.store import PRIORITY_MAX, Admission, TaskStore
+from lib.tasks.admission import PRIORITY_MAX, Admission
+from lib.tasks.store import TaskStore
 from lib.tasks.submit import submit as submit_task
 from lib.templates.variables import has_image, validate_variables
 from producer.identity import client_address, identity

@@ -27,7 +27,8 @@ from lib.redis.port import RedisPort
 from lib.routing import route, slot_limit
 from lib.settings import Settings, get_settings, secret
 from lib.tasks.message import TaskMessage
-from lib.tasks.store import Outcome, TaskStore
+from lib.tasks.schedule import Outcome
+from lib.tasks.store import TaskStore
 from worker.delivery import Reply, Runner, deliver, now_ms
 
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ from lib.redis.port import RedisPort
 from lib.routing import PROVIDERS, ModelId
 from lib.settings import Settings
 from lib.tasks.message import TaskMessage
-from lib.tasks.store import Finished, Outcome, Run, Skip, TaskStore, Wait
+from lib.tasks.schedule import Finished, Outcome, Run, Skip, Wait
+from lib.tasks.store import TaskStore
 from lib.usage.record import UsageRecord
 from worker.blips import through_blips
 from worker.tokens import Attempt, Fenced, TokenBatcher

@@ -22,6 +22,7 @@ from lib import keys
 from lib.errors import InvalidRequest
 from lib.events import START
 from lib.redis.port import RedisPort
+from lib.tasks.view import Field
 
 BATCH = 200
 _ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -198,7 +199,9 @@ class ServiceReader:
         trip (the first time for a task, one more to learn its queue)."""
         unknown = [t for t, (_, queue, _) in self._waiting.items() if not queue]
         if unknown:
-            queues = await self.redis.pipeline([("HGET", keys.task(t), "queue") for t in unknown])
+            queues = await self.redis.pipeline(
+                [("HGET", keys.task(t), Field.QUEUE) for t in unknown]
+            )
             for task_id, queue in zip(unknown, queues, strict=True):
                 step, _, shown = self._waiting[task_id]
                 self._waiting[task_id] = (step, keys.queue_waiting(str(queue or "")), shown)

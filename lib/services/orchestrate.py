@@ -34,8 +34,10 @@ from lib.services import plan, prechecks
 from lib.services.live import LiveService, ServiceAdmission, ServiceLive
 from lib.services.store import ServiceStore
 from lib.settings import Settings
-from lib.tasks.store import Admission, TaskStore, TaskView
+from lib.tasks.admission import Admission
+from lib.tasks.store import TaskStore
 from lib.tasks.submit import submit
+from lib.tasks.view import TaskView
 from lib.templates.prompts import prompt_version
 from lib.templates.variables import has_image, validate_variables
 from lib.users.owner import Owner

@@ -16,8 +16,9 @@ from lib.errors import PublishFailed
 from lib.qstash.publisher import Publisher
 from lib.routing import slot_limit
 from lib.settings import Settings
+from lib.tasks.admission import Admission, Admitted
 from lib.tasks.message import TaskMessage
-from lib.tasks.store import Admission, Admitted, TaskStore
+from lib.tasks.store import TaskStore
 
 logger = logging.getLogger(__name__)
 

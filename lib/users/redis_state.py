@@ -25,6 +25,7 @@ from lib.errors import AccountBusy, NotFound, TaskNotCancellable
 from lib.redis.port import RedisPort
 from lib.routing import TEMPLATES
 from lib.tasks.store import TaskStore
+from lib.tasks.view import Field
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,9 @@ async def prepare(redis: RedisPort, store: TaskStore, user_id: str) -> RedisStat
     services = [keys.events_service_id(s) for s in streams if keys.is_service_events(s)]
     task_ids = [keys.events_task_id(s) for s in streams if not keys.is_service_events(s)]
     replies = (
-        await redis.pipeline([("HMGET", keys.task(t), "user", "status", "idem") for t in task_ids])
+        await redis.pipeline(
+            [("HMGET", keys.task(t), Field.USER, Field.STATUS, Field.IDEM) for t in task_ids]
+        )
         if task_ids
         else []
     )

@@ -17,8 +17,8 @@ from lib.auth import Identity
 from lib.errors import ConfigError, NotFound, ServiceUnavailable
 from lib.redis.port import RedisPort
 from lib.settings import Settings, secret
+from lib.tasks.monitor import snapshot
 from producer.identity import optional_identity
-from producer.queues import snapshot
 from producer.web.dlq import DeadLetters
 
 FAILURE_MINUTES = 60

@@ -23,8 +23,8 @@ from lib.http.errors import LANG_COOKIE
 from lib.i18n import LANGS, Lang, choose_lang, message
 from lib.redis.port import RedisPort
 from lib.settings import Settings
+from lib.tasks.monitor import snapshot
 from producer.identity import SESSION_COOKIE, cookie_header, is_secure, optional_identity
-from producer.queues import snapshot
 from producer.web.assets import Assets
 from producer.web.locale import PAGES, localized, redirect_target, safe_next, split_locale
 from producer.web.ops import operator_of

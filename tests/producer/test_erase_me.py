@@ -17,7 +17,8 @@ from lib.assets.summary_cache import CacheKey, SummaryCache
 from lib.redis.port import RedisPort, pairs_to_dict
 from lib.services.store import ServiceStore
 from lib.tasks.message import TaskMessage
-from lib.tasks.store import Outcome, Run, TaskStore
+from lib.tasks.schedule import Outcome, Run
+from lib.tasks.store import TaskStore
 from lib.usage.record import UsageRecord
 from lib.usage.store import ERASED_USER
 from lib.users.owner import Owner

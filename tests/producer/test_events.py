@@ -329,7 +329,8 @@ async def test_live_reader_never_holds_back_the_first_token(redis: RedisPort) ->
 async def test_a_queued_reader_sees_its_position_move_up(tmp_path: Path, redis: RedisPort) -> None:
     """While a task waits, SSE sends its new position (no id) as the tasks ahead start."""
     from lib.tasks.message import TaskMessage
-    from lib.tasks.store import Run, TaskStore
+    from lib.tasks.schedule import Run
+    from lib.tasks.store import TaskStore
 
     settings = make_settings(
         tmp_path, sse_max_seconds=3.0, sse_position_refresh_s=0.1, glm_flash_max_workers=1

@@ -13,7 +13,8 @@ import pytest
 from lib import keys
 from lib.redis.port import RedisPort
 from lib.tasks.message import TaskMessage
-from lib.tasks.store import Outcome, Run, TaskStore
+from lib.tasks.schedule import Outcome, Run
+from lib.tasks.store import TaskStore
 from tests.support.producer import JOB_MATCH, RecordingPublisher, build_app, make_settings
 from tests.support.producer import client_for as signed_in_client
 

@@ -12,7 +12,7 @@ import pytest
 from lib import keys
 from lib.redis.port import RedisPort
 from lib.routing import QUEUES, all_pools
-from producer.queues import wait_stats
+from lib.tasks.monitor import wait_stats
 from tests.support.producer import (
     JOB_MATCH,
     CountingRedis,

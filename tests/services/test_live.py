@@ -14,8 +14,10 @@ from lib.redis.port import RedisPort, pairs_to_dict
 from lib.routing import route
 from lib.services.live import ServiceAdmission, ServiceLive
 from lib.settings import Settings
+from lib.tasks.admission import Admission
 from lib.tasks.message import TaskMessage
-from lib.tasks.store import Admission, Outcome, Run, TaskStore
+from lib.tasks.schedule import Outcome, Run
+from lib.tasks.store import TaskStore
 
 NOW = 1_800_000_000_000
 

@@ -18,7 +18,8 @@ from lib.routing import Route
 from lib.services.orchestrate import Created, CreateRequest, Orchestrator
 from lib.settings import Settings
 from lib.tasks.message import TaskMessage
-from lib.tasks.store import Outcome, Run, TaskStore
+from lib.tasks.schedule import Outcome, Run
+from lib.tasks.store import TaskStore
 from lib.users.owner import Owner
 from tests.support.assets import migrated_database, new_user
 from tests.support.paths import EXAMPLES

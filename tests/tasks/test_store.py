@@ -13,8 +13,10 @@ from lib.errors import NotFound, QueueFull, RateLimited, TaskAlreadyRunning, Tas
 from lib.redis.port import RedisPort, pairs_to_dict
 from lib.routing import route
 from lib.settings import Settings
+from lib.tasks.admission import Admission, Admitted, waiting_score
 from lib.tasks.message import TaskMessage
-from lib.tasks.store import Admission, Admitted, Outcome, Run, Skip, TaskStore, waiting_score
+from lib.tasks.schedule import Outcome, Run, Skip
+from lib.tasks.store import TaskStore
 
 NOW = 1_800_000_000_000
 

@@ -11,18 +11,10 @@ import pytest
 from lib import keys
 from lib.redis.port import RedisPort, pairs_to_dict
 from lib.settings import Settings
+from lib.tasks.admission import Admission, Admitted
 from lib.tasks.message import TaskMessage
-from lib.tasks.store import (
-    Admission,
-    Admitted,
-    Outcome,
-    Run,
-    Skip,
-    Start,
-    TaskStore,
-    TicketLoss,
-    Wait,
-)
+from lib.tasks.schedule import Outcome, Run, Skip, Start, TicketLoss, Wait
+from lib.tasks.store import TaskStore
 from tests.tasks.test_store import NOW, admission, leftovers, message, run, settings
 
 

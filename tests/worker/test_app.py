@@ -20,8 +20,10 @@ from lib.qstash.verify import Verifier
 from lib.redis.port import RedisPort, pairs_to_dict
 from lib.routing import PROVIDERS, ModelId, route
 from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, Settings
+from lib.tasks.admission import Admission
 from lib.tasks.message import TaskMessage
-from lib.tasks.store import Admission, Run, TaskStore
+from lib.tasks.schedule import Run
+from lib.tasks.store import TaskStore
 from lib.usage.record import UsageRecord
 from tests.support.producer import RecordingPublisher
 from worker.app import create_app

@@ -23,8 +23,10 @@ from lib.qstash.verify import Verifier
 from lib.redis.port import RedisPort, load_script, pairs_to_dict, run_script
 from lib.routing import Template, route
 from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, Settings
+from lib.tasks.admission import Admission
 from lib.tasks.message import TaskMessage
-from lib.tasks.store import Admission, Outcome, Run, TaskStore
+from lib.tasks.schedule import Outcome, Run
+from lib.tasks.store import TaskStore
 from tests.support.llm_samples import variables
 from tests.support.producer import RecordingPublisher
 from tests.support.provider import Fail, FakeProvider, Reply

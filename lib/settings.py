@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     # Push queue.
     qstash_url: str | None = None
     qstash_token: SecretStr | None = None
-    # One publish (or cancel) call, each try: past it the submit answers 503 and is undone.
+    # The whole publish call, its transport retries included: past it the submit answers 503
+    # and is undone.
     qstash_publish_timeout_s: float = 5.0
     qstash_current_signing_key: SecretStr | None = None
     qstash_next_signing_key: SecretStr | None = None

@@ -1,14 +1,14 @@
-"""A small HTTP/1.1 client on asyncio streams, parsed by httptools, and its httpx transport.
+"""A small HTTP/1.1 client on asyncio streams, parsed by httptools.
 
-Two hot paths use it: the local QStash server's deliveries (every task's way to its
-worker) and the producer's publish (every submit's way to QStash, under the official
-SDK through `Http11Transport`). On both, httpx's own transport (httpcore, h11, anyio)
-spends about a millisecond of CPU per request; this client spends a fraction of that
-with the C parser uvicorn uses. It does what those calls need and no more: absolute
-`http`/`https` URLs, a request body of known length, a response with a status,
-headers and a body (length-delimited, chunked or until close), one pool of idle
-connections per origin, and a timeout over the whole exchange. No proxies, no HTTP/2,
-no redirects: neither QStash's API nor a worker needs them.
+The local QStash server's deliveries (every task's way to its worker on the local
+stack) use it: httpx's own transport (httpcore, h11, anyio) spends about a millisecond
+of CPU per request; this client spends a fraction of that with the C parser uvicorn
+uses. It does what those calls need and no more: absolute `http`/`https` URLs, a
+request body of known length, a response with a status, headers and a body
+(length-delimited, chunked or until close), one pool of idle connections per origin,
+and a timeout over the whole exchange. No proxies, no HTTP/2, no redirects: a worker
+needs none of them. Production code does not use it: the producer publishes through
+the qstash SDK on its own httpx client (docs/decisions.md, "Producer").
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 import certifi
 import httptools
-import httpx
 
 MAX_IDLE_PER_ORIGIN = 32
 READ_SIZE = 64 * 1024
@@ -274,57 +273,3 @@ class _StaleConnection(Exception):
 def _allowed(name: str) -> bool:
     """Headers the client sets itself are not taken from the caller."""
     return name.lower() not in ("host", "content-length", "transfer-encoding", "connection")
-
-
-class Http11Transport(httpx.AsyncBaseTransport):
-    """`Http11Client` under an `httpx.AsyncClient`, for SDKs that take one (qstash).
-
-    Whole bodies only: the request's is read before sending, the response's arrives
-    whole (`max_body`, default 8 MiB, else `httpx.ReadError`). httpx's `connect`
-    timeout bounds a new connection; the longest of its other timeouts bounds the whole
-    exchange (httpx's `read` is per read: with whole bodies of a few KiB, the same
-    thing). Errors map onto httpx's (`ConnectError`, `TimeoutException`, `ReadError`),
-    so callers' handling is unchanged.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_body: int = 8 * 1024 * 1024,
-        ssl_context: ssl.SSLContext | None = None,
-        default_timeout_s: float = 30.0,
-    ) -> None:
-        self._client = Http11Client(max_body=max_body, truncate=False, ssl_context=ssl_context)
-        self._default_timeout_s = default_timeout_s
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = await request.aread()
-        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers.raw]
-        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        limits = [t for k, t in timeouts.items() if k != "connect" and t is not None]
-        timeout_s = max(limits) if limits else self._default_timeout_s
-        try:
-            reply = await self._client.request(
-                request.method,
-                str(request.url),
-                body=body,
-                headers=headers,
-                timeout_s=timeout_s,
-                connect_timeout_s=timeouts.get("connect"),
-            )
-        except Http11ConnectError as exc:
-            raise httpx.ConnectError(str(exc), request=request) from exc
-        except Http11Timeout as exc:
-            raise httpx.TimeoutException(str(exc), request=request) from exc
-        except Http11Error as exc:
-            raise httpx.ReadError(str(exc), request=request) from exc
-        return httpx.Response(
-            reply.status,
-            headers=reply.headers,
-            stream=httpx.ByteStream(reply.body),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()

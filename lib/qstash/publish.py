@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from typing import Any, Literal
@@ -12,33 +13,16 @@ from qstash.errors import QStashError
 from qstash.http import RetryConfig
 from qstash.message import PublishResponse
 
-from lib.errors import ConfigError, PublishFailed, ServiceUnavailable
-from lib.local.http11 import Http11Transport
+from lib.errors import ConfigError, PublishFailed
 from lib.routing import Route, flow_control_key
 from lib.settings import Settings, secret
 
 logger = logging.getLogger(__name__)
 
 DELIVERY_RETRIES = 5
-CONNECT_TIMEOUT_S = 5.0
 FAILED_PATH = "/api/worker/failed"
 # Transport retries of the publish call itself: short, the producer answers 503 otherwise.
 PUBLISH_RETRY = RetryConfig(retries=2, backoff=lambda attempt: 100.0 * (attempt + 1))
-
-
-def use_http11(client: AsyncQStash, *, timeout_s: float) -> None:
-    """Send the SDK's requests through `Http11Transport` instead of httpx's own.
-
-    The SDK builds its `httpx.AsyncClient` itself and takes no transport, so the
-    client is replaced. httpcore costs about 1 ms of CPU per publish; this transport a
-    fraction of that, on every submit's path (docs/bench.md, "Publishing"). Everything
-    above the transport is the SDK's. Its own timeout (600 s) would hold a submit that
-    long; each call here has `timeout_s`, a new connection at most 5 s of it.
-    """
-    client.http._client = httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
-        transport=Http11Transport(),
-    )
 
 
 class Publisher:
@@ -52,8 +36,10 @@ class Publisher:
         timeout_s: float = 300.0,
         retries: int = DELIVERY_RETRIES,
         retry_delay: str | None = None,
+        request_timeout_s: float = 5.0,
     ) -> None:
         self._client = client
+        self._request_timeout_s = request_timeout_s
         self.app_base_url = app_base_url.rstrip("/")
         self.timeout = f"{math.ceil(timeout_s)}s"
         self.retries = retries
@@ -80,7 +66,6 @@ class Publisher:
         else:
             retry_config = retry
         client = AsyncQStash(token, retry=retry_config, base_url=settings.qstash_url)
-        use_http11(client, timeout_s=settings.qstash_publish_timeout_s)
         # The worker's own time limit plus a margin: QStash must not give up first.
         return cls(
             client,
@@ -88,6 +73,7 @@ class Publisher:
             timeout_s=settings.worker_time_limit_s + 20,
             retries=settings.qstash_retries,
             retry_delay=settings.qstash_retry_delay or None,
+            request_timeout_s=settings.qstash_publish_timeout_s,
         )
 
     async def publish_task(
@@ -109,20 +95,23 @@ class Publisher:
         """
         url = self.app_base_url + route.path
         try:
-            reply = await self._client.message.publish_json(
-                url=url,
-                body=body,
-                retries=self.retries,
-                retry_delay=self.retry_delay,
-                timeout=self.timeout,
-                deduplication_id=task_id,
-                failure_callback=self.app_base_url + FAILED_PATH,
-                flow_control={
-                    "key": flow_control_key(route.model_id, route.tier),
-                    "parallelism": max(1, slot_limit),
-                },
-            )
-        except (QStashError, httpx.HTTPError, ValueError, KeyError) as exc:
+            # The SDK's own client waits up to 600 s and takes no timeout: the whole
+            # call, its transport retries included, is bounded here instead.
+            async with asyncio.timeout(self._request_timeout_s):
+                reply = await self._client.message.publish_json(
+                    url=url,
+                    body=body,
+                    retries=self.retries,
+                    retry_delay=self.retry_delay,
+                    timeout=self.timeout,
+                    deduplication_id=task_id,
+                    failure_callback=self.app_base_url + FAILED_PATH,
+                    flow_control={
+                        "key": flow_control_key(route.model_id, route.tier),
+                        "parallelism": max(1, slot_limit),
+                    },
+                )
+        except (QStashError, httpx.HTTPError, TimeoutError, ValueError, KeyError) as exc:
             logger.warning("publishing task %s to %s failed: %s", task_id, url, exc)
             raise PublishFailed(f"publish failed: {type(exc).__name__}", task_id=task_id) from exc
         if not isinstance(reply, PublishResponse):
@@ -131,25 +120,11 @@ class Publisher:
             logger.info("task %s already published as %s", task_id, reply.message_id)
         return reply.message_id
 
-    async def cancel(self, message_id: str) -> bool:
-        """Cancel a message not yet delivered.
-
-        Returns:
-            True when cancelled, False when QStash no longer knows it (delivered or gone).
-
-        Raises:
-            ServiceUnavailable: QStash could not be reached.
-        """
-        try:
-            await self._client.message.cancel(message_id)
-        except QStashError as exc:
-            if "status: 404" in str(exc):
-                return False
-            raise ServiceUnavailable(f"cancel failed: {type(exc).__name__}") from exc
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"cancel failed: {type(exc).__name__}") from exc
-        return True
-
     async def aclose(self) -> None:
-        """Close the SDK's HTTP client."""
+        """Close the SDK's HTTP client (its pooled connections).
+
+        The SDK offers no close of its own: its `httpx.AsyncClient` is reached at
+        `http._client`, read here and never replaced (`test_aclose_closes_the_sdks_client`
+        fails if a release moves it; decisions.md, "Producer").
+        """
         await self._client.http._client.aclose()

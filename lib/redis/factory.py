@@ -43,7 +43,6 @@ def create_redis(settings: Settings) -> RedisPort:
             settings.upstash_redis_rest_url,
             token,
             timeout_s=settings.redis_socket_timeout_s,
-            connect_timeout_s=settings.redis_connect_timeout_s,
             retries=settings.redis_rest_retries,
         )
     raise ConfigError(

@@ -57,7 +57,6 @@ class RestRedis:
         token: str,
         *,
         timeout_s: float = 3.0,
-        connect_timeout_s: float = 2.0,
         retries: int = 1,
         retry_interval_s: float = 0.2,
         poll_interval_s: float = 0.1,
@@ -67,10 +66,11 @@ class RestRedis:
         Args:
             url: the REST base URL (`UPSTASH_REDIS_REST_URL`).
             token: the bearer token (`UPSTASH_REDIS_REST_TOKEN`).
-            timeout_s: per-request HTTP timeout (the SDK's own client has none). Every
-                request is short, a blocking read too (it is emulated by polling), so an
-                endpoint that hangs costs at most `(retries + 1) * timeout_s`.
-            connect_timeout_s: how long a new connection may take.
+            timeout_s: the time one attempt may take. The SDK's own client waits
+                forever and takes no timeout, so each call (its retries included) is
+                bounded here by `(retries + 1) * timeout_s` plus the pauses between
+                attempts. Every request is short, a blocking read too (it is emulated
+                by polling).
             retries: extra attempts after a failed HTTP request. The SDK retries on
                 any transport failure, read timeouts included, so a retried write
                 may have been applied once already; tests use 0.
@@ -84,11 +84,9 @@ class RestRedis:
             rest_retry_interval=retry_interval_s,
             allow_telemetry=False,
         )
-        # upstash-redis builds httpx.AsyncClient(timeout=None); one hung request
-        # would hold a serverless function until its own time limit.
-        self._client._http._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s)
-        )
+        # upstash-redis builds httpx.AsyncClient(timeout=None); one hung request would
+        # hold a serverless function until its own time limit.
+        self._call_timeout_s = (retries + 1) * timeout_s + retries * retry_interval_s
         self._poll_interval_s = poll_interval_s
 
     async def execute(self, *args: Arg) -> Any:
@@ -100,10 +98,11 @@ class RestRedis:
             RedisUnavailable: the REST endpoint could not be reached.
         """
         try:
-            return await self._client.execute(_raw(args))
+            async with asyncio.timeout(self._call_timeout_s):
+                return await self._client.execute(_raw(args))
         except UpstashError as exc:
             raise _reply_error(exc) from exc
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise RedisUnavailable(f"redis rest: {type(exc).__name__}: {exc}") from exc
 
     async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
@@ -119,10 +118,11 @@ class RestRedis:
         for command in commands:
             pipe.execute(_raw(command))
         try:
-            return list(await pipe.exec())
+            async with asyncio.timeout(self._call_timeout_s):
+                return list(await pipe.exec())
         except UpstashError as exc:
             raise RedisReplyError(str(exc)) from exc
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise RedisUnavailable(f"redis rest: {type(exc).__name__}: {exc}") from exc
 
     async def evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:

@@ -1,15 +1,13 @@
-"""`lib.local.http11`: the client and its httpx transport against raw loopback servers."""
+"""`lib.local.http11`: the client against raw loopback servers."""
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from lib.local.embedded import free_port
@@ -19,7 +17,6 @@ from lib.local.http11 import (
     Http11ConnectError,
     Http11Error,
     Http11Timeout,
-    Http11Transport,
 )
 
 TLS = Path(__file__).parent / "tls"
@@ -252,69 +249,6 @@ async def test_https_verifies_the_server_certificate() -> None:
         await default.aclose()
 
 
-@pytest.fixture
-async def via_transport() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=Http11Transport(max_body=1024), timeout=httpx.Timeout(5.0, connect=1.0)
-    ) as http:
-        yield http
-
-
-async def test_transport_carries_requests_and_answers_as_httpx_does(
-    via_transport: httpx.AsyncClient,
-) -> None:
-    """Method, path, query, repeated headers and body out; status, headers, gzip body back."""
-    seen: list[tuple[str, dict[str, str], bytes]] = []
-    packed = gzip.compress(b'{"messageId": "msg_1"}')
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            seen.append(await read_request(reader))
-            writer.write(
-                b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
-                b"Content-Encoding: gzip\r\nX-A: 1\r\nX-A: 2\r\n"
-                + f"Content-Length: {len(packed)}\r\n\r\n".encode()
-                + packed
-            )
-
-    async with Server(handle) as server:
-        for n in range(2):
-            reply = await via_transport.post(
-                f"{server.url}/v2/publish/http://w.example/api?x={n}",
-                content=b'{"a": 1}',
-                headers={"Authorization": "Bearer t", "Upstash-Retries": "3"},
-            )
-            assert reply.status_code == 201 and reply.reason_phrase == "Created"
-            assert reply.json() == {"messageId": "msg_1"}
-            assert reply.headers.get_list("x-a") == ["1", "2"]
-            assert reply.http_version == "HTTP/1.1"
-    assert server.connections == 1
-    line, headers, body = seen[1]
-    assert line == "POST /v2/publish/http://w.example/api?x=1 HTTP/1.1"
-    assert headers["authorization"] == "Bearer t" and headers["upstash-retries"] == "3"
-    assert headers["host"] == server.url[7:] and headers["content-length"] == "8"
-    assert body == b'{"a": 1}'
-
-
-async def test_transport_errors_are_httpx_errors(via_transport: httpx.AsyncClient) -> None:
-    """Refused, timed out, too long: each is the httpx error callers already handle."""
-    with pytest.raises(httpx.ConnectError):
-        await via_transport.post(f"http://127.0.0.1:{free_port()}/", content=b"")
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await asyncio.sleep(5)
-
-    async with Server(silent) as server:
-        started = time.monotonic()
-        with pytest.raises(httpx.TimeoutException):
-            await via_transport.post(server.url, content=b"", timeout=0.2)
-        assert time.monotonic() - started < 2.5  # cut at 0.2 s, not the peer's 5 s: room for load
-    async with Server(fixed(200, b"x" * 2000)) as server:
-        with pytest.raises(httpx.ReadError, match="over 1024 bytes"):
-            await via_transport.get(server.url)
-
-
 async def test_connect_timeout_bounds_a_new_connection() -> None:
     """A peer that takes the TCP connection but never answers the TLS handshake."""
 
@@ -334,12 +268,6 @@ async def test_connect_timeout_bounds_a_new_connection() -> None:
                 )
             # Cut at the 0.2 s connect timeout, not the 5 s one: the rest is room for load.
             assert time.monotonic() - started < 2.0
-            async with httpx.AsyncClient(
-                transport=Http11Transport(), timeout=httpx.Timeout(5.0, connect=0.2)
-            ) as http:
-                with pytest.raises(httpx.ConnectError):
-                    await http.post(url, content=b"")
-            assert time.monotonic() - started < 4.0  # both cut: one 5 s wait would pass it
             released.set()
             await asyncio.sleep(0.05)  # the handlers close their side
     finally:

@@ -14,7 +14,6 @@ from pydantic import SecretStr
 
 from lib.errors import ConfigError, PublishFailed
 from lib.local.embedded import free_port
-from lib.local.http11 import Http11Transport
 from lib.local.qstash import LocalQStashHandle, start_local_qstash
 from lib.qstash.publish import Publisher
 from lib.qstash.verify import Verifier
@@ -87,35 +86,17 @@ async def test_publish_task_reaches_the_worker_path(
     assert got.headers["upstash-message-id"] == message_id
 
 
-async def test_the_sdk_sends_through_the_http11_transport(
-    publisher: Publisher, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Publish and cancel go through `Http11Transport`, under the SDK's own client.
+async def test_aclose_closes_the_sdks_client(lqs: LocalQStashHandle) -> None:
+    """`aclose` closes the httpx client the SDK built (read at `http._client`, never replaced).
 
-    Fails if a qstash SDK release stops building its requests on `http._client`.
+    Fails if a qstash SDK release moves its client: the close would then leak its pool.
     """
-    sent: list[str] = []
-    original = Http11Transport.handle_async_request
-
-    async def spy(self: Http11Transport, request: httpx.Request) -> httpx.Response:
-        sent.append(f"{request.method} {request.url.path.split('/')[2]}")
-        return await original(self, request)
-
-    monkeypatch.setattr(Http11Transport, "handle_async_request", spy)
-    r = route("job_match", "paid")
-    message_id = await publisher.publish_task(r, {}, task_id="t5", slot_limit=1)
-    await publisher.cancel(message_id)
-    assert sent == ["POST publish", "DELETE messages"]
-
-
-async def test_cancel(publisher: Publisher, receiver: Receiver) -> None:
-    """cancel() is True for a pending message and False once QStash no longer has it."""
-    receiver.behaviours[WORKER_PATH] = lambda _req, _n: (503, {"Retry-After": "60"})
-    r = route("job_match", "paid")
-    message_id = await publisher.publish_task(r, {}, task_id="t2", slot_limit=1)
-    await wait_for(lambda: len(receiver.at(WORKER_PATH)) == 1)
-    assert await publisher.cancel(message_id) is True
-    assert await publisher.cancel(message_id) is False
+    pub = Publisher.from_settings(settings_for(lqs.url, lqs.token, "http://app.example"))
+    sdk_client = pub._client.http._client
+    assert isinstance(sdk_client, httpx.AsyncClient)
+    assert not sdk_client.is_closed
+    await pub.aclose()
+    assert sdk_client.is_closed
 
 
 async def test_publish_failed_when_unreachable() -> None:

@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -86,7 +87,7 @@ async def load(stack: ProcessStack, *, tasks: int, users: int, stall_s: float) -
             # The server gives job_match HIGH_PRIORITY (TEMPLATE_PRIORITY); three tasks in
             # four ask for less (callers may only lower their priority).
             priority = HIGH_PRIORITY if left[0] % 4 == 0 else 0
-            asked = {} if priority == HIGH_PRIORITY else {"priority": 0}
+            asked: dict[str, Any] = {} if priority == HIGH_PRIORITY else {"priority": 0}
             try:
                 # A service of its own per task: the same body again would be an
                 # idempotent hit on the user's previous task.
@@ -162,10 +163,10 @@ def order_violations(tasks: list[Task]) -> tuple[int, int, str]:
         )
     out_of_order: set[int] = set()
     pairs = 0
-    for i, (queue, prio, created, _, started) in enumerate(rows):
-        for q2, prio2, created2, queued2, started2 in rows:
+    for i, (queue, prio, created, _, began) in enumerate(rows):
+        for q2, prio2, created2, queued2, began2 in rows:
             ahead = prio2 > prio or (prio2 == prio and created2 < created)
-            waiting = queued2 < started < started2
+            waiting = queued2 < began < began2
             if q2 == queue and ahead and waiting:
                 pairs += 1
                 out_of_order.add(i)

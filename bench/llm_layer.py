@@ -138,7 +138,7 @@ async def llm_figures(base_url: str, n: int, n_stream: int) -> dict[str, float]:
 
         async def bare_tool() -> object:
             done = await create(
-                model="deepseek-chat",
+                model_id="deepseek-chat",
                 messages=MESSAGES,
                 tools=[tool],
                 tool_choice={"type": "function", "function": {"name": "Answer"}},
@@ -148,7 +148,7 @@ async def llm_figures(base_url: str, n: int, n_stream: int) -> dict[str, float]:
 
         async def bare_json() -> object:
             done = await create(
-                model="deepseek-chat",
+                model_id="deepseek-chat",
                 messages=MESSAGES,
                 response_format={"type": "json_object"},
             )
@@ -225,15 +225,15 @@ async def usage_figures(rows: int, per_entry: int) -> dict[str, float]:
         record = UsageRecord(
             user_id="u",
             service_id="s",
-            template="job_summary",
+            task_template_id="job_summary",
             provider="deepseek",
-            model="deepseek-chat",
+            model_id="deepseek-chat",
             input_tokens=900,
             output_tokens=300,
             total_tokens=1200,
             latency_ms=1500,
             cost=Decimal("0.0042"),
-            success=True,
+            is_success=True,
         )
         start = time.perf_counter()
         for _ in range(rows // per_entry):

@@ -26,13 +26,13 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from lib.auth import issue_token
 from lib.local.embedded import EmbeddedValkey, free_port
-from lib.redis.port import Arg, RedisPort, StreamEntry, pairs_to_dict
+from lib.redis.port import Arg, KeyedEntry, RedisPort, StreamEntry, pairs_to_dict
 from lib.redis.tcp import TcpRedis
 from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_QSTASH_TOKEN
 
@@ -649,7 +649,7 @@ class CountingRedis:
 
     def __init__(self, inner: RedisPort) -> None:
         self.inner = inner
-        self.kind = inner.kind
+        self.kind: Literal["tcp", "rest"] = inner.kind
         self.calls: Counter[str] = Counter()
 
     async def execute(self, *args: Arg) -> Any:
@@ -675,6 +675,14 @@ class CountingRedis:
         self.calls["XREAD token" if token else "XREAD"] += 1
         return entries
 
+    async def xread_streams(
+        self, streams: Sequence[tuple[str, str]], *, count: int, block_ms: int | None
+    ) -> list[KeyedEntry]:
+        found = await self.inner.xread_streams(streams, count=count, block_ms=block_ms)
+        token = any(fields.get("type") == "token" for _, (_, fields) in found)
+        self.calls["XREAD token" if token else "XREAD"] += 1
+        return found
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 
@@ -690,9 +698,6 @@ class RecordingPublisher:
     ) -> str:
         self.messages.append((str(route.path), body))
         return f"msg_{task_id}"
-
-    async def cancel(self, message_id: str) -> bool:
-        return True
 
 
 # Connection set-up and this bench's own INFO/CONFIG calls are not per-task work.

@@ -379,7 +379,7 @@ async def test_worker_killed_mid_stream_restarts_and_finishes_once(tmp_path: Pat
             return all(float(score) < time.time() * 1000 for score in leases[1::2])
 
         async def status_done() -> bool:
-            return await redis.execute("HGET", keys.task(task_id), "status") == "done"
+            return str(await redis.execute("HGET", keys.task(task_id), "status")) == "done"
 
         # Tokens are flowing: kill the worker without any cleanup.
         assert await _wait_until(tokens_flowing, 15), "no tokens streamed before the kill"

@@ -24,7 +24,8 @@ import psutil
 from lib.app.stack import read_stack_file
 from lib.auth import issue_token
 from lib.local.embedded import VALKEY_PID_FILE, free_port, reclaim_postgres, reclaim_valkey
-from tests.faults.harness import HOST, ROOT, clean_env
+from tests.faults.harness import HOST, clean_env
+from tests.support.paths import ROOT
 
 
 def _running(pid: int) -> bool:

@@ -18,6 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 from lib.http.body_limit import (
     PRODUCER_RULES,
     WORKER_RULES,
+    BodyKind,
     BodyLimitMiddleware,
     body_limits,
 )
@@ -38,7 +39,12 @@ from tests.worker.test_app import make_settings as worker_settings
 from worker.app import create_app as create_worker
 
 MIB = 1024 * 1024
-LIMITS = {"default": 1000, "tasks": 10_000, "worker": 20_000, "callback": 30_000}
+LIMITS: dict[BodyKind, int] = {
+    "default": 1000,
+    "tasks": 10_000,
+    "worker": 20_000,
+    "callback": 30_000,
+}
 
 
 class Recorder:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from lib.app.asgi import create_app
 from lib.local.serve import ServerThread
@@ -38,12 +39,12 @@ RESPONSIVE_S = 0.5
 @pytest.fixture
 def settings(tmp_path: Path, valkey_url: str) -> Settings:
     return Settings(
-        app_secret=SECRET,
+        app_secret=SecretStr(SECRET),
         state_dir=tmp_path / "state",
         redis_url=valkey_url,
         app_base_url=BASE,
-        qstash_current_signing_key=DEV_CURRENT_SIGNING_KEY,
-        qstash_next_signing_key=DEV_NEXT_SIGNING_KEY,
+        qstash_current_signing_key=SecretStr(DEV_CURRENT_SIGNING_KEY),
+        qstash_next_signing_key=SecretStr(DEV_NEXT_SIGNING_KEY),
         body_limit_tasks_bytes=LIMIT,
         body_limit_worker_bytes=LIMIT,
     )

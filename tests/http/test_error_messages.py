@@ -187,7 +187,7 @@ async def test_unparsable_bodies_are_localized(
     """`请求无效：body is not JSON` no more: the detail is the dictionary's."""
     status, body = await post(app, lang, content=content)
     assert (status, body["error"]) == (422, "invalid_request")
-    detail = catalog(lang)  # type: ignore[arg-type]
+    detail = catalog(lang)
     assert body["message"] == message("invalid_request", lang, {"reason": reason})
     assert detail[f"errors.detail.{reason}"] in body["message"]
     check_language(body, lang)
@@ -273,7 +273,7 @@ def test_every_field_has_a_label_in_both_languages() -> None:
     for model in VARIABLE_MODELS.values():
         names |= set(model.model_fields)
     for lang in ("en", "zh"):
-        texts = catalog(lang)  # type: ignore[arg-type]
+        texts = catalog(lang)
         assert not {n for n in names if f"errors.field_name.{n}" not in texts}, lang
 
 

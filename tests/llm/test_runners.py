@@ -76,13 +76,15 @@ def warm_paths(fake_server: tuple[FakeProvider, str]) -> None:
     async def warm() -> None:
         async with httpx2.AsyncClient() as http:
             models = ChatModels(timeout=60.0, http_async_client=http)
-            for provider in ("deepseek", "zhipu"):  # function calling, JSON mode
+            providers: tuple[EndpointProvider, ...] = ("deepseek", "zhipu")
+            for provider in providers:  # function calling, JSON mode
                 fake.script("deepseek-chat", Reply(VALID))
                 endpoints = [ep(base_url, provider=provider)]
                 await run_structured(
                     MESSAGES, Job, endpoints, ctx=CTX, policy=patient, models=models
                 )
-            for provider in ("deepseek", "openai_compat"):  # both stream paths
+            providers = ("deepseek", "openai_compat")
+            for provider in providers:  # both stream paths
                 fake.script("deepseek-chat", Reply(VALID))
                 endpoints = [ep(base_url, provider=provider)]
                 await run_stream(

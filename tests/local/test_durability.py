@@ -9,6 +9,7 @@ tasks resume within seconds.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import signal
@@ -63,9 +64,13 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def _gone(pid: int) -> bool:
+    return not _running(pid)
+
+
 def _running(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 
@@ -102,7 +107,12 @@ class Dev:
         lines: queue.Queue[str] = queue.Queue()
         assert self.proc.stdout is not None
         out = self.proc.stdout
-        threading.Thread(target=lambda: [lines.put(x) for x in out], daemon=True).start()
+
+        def pump() -> None:
+            for x in out:
+                lines.put(x)
+
+        threading.Thread(target=pump, daemon=True).start()
         try:
             line = lines.get(timeout=40)
         except queue.Empty:
@@ -120,7 +130,7 @@ class Dev:
 
     def guard_pid(self) -> int:
         children = psutil.Process(self.proc.pid).children()
-        return next(c.pid for c in children if "lib.local.guard" in " ".join(c.cmdline()))
+        return int(next(c.pid for c in children if "lib.local.guard" in " ".join(c.cmdline())))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -203,7 +213,7 @@ def test_kill_9_loses_no_task_and_leaves_no_server_running(dev: Dev) -> None:
         dev.proc.send_signal(signal.SIGKILL)
         dev.proc.wait(5)
         for pid, name in [(valkey, "valkey-server"), (postgres, "postgres"), (guard, "guard")]:
-            _wait(lambda pid=pid: not _running(pid), 25, f"the {name} (pid {pid}) to exit")
+            _wait(functools.partial(_gone, pid), 25, f"the {name} (pid {pid}) to exit")
 
         base = dev.up()
         restarted = time.monotonic()
@@ -286,7 +296,7 @@ async def test_an_rdb_only_folder_moves_to_the_aof_and_survives_sigkill(tmp_path
             await redis.aclose()
         if step == "convert":
             os.kill(server.pid, signal.SIGKILL)
-            _wait(lambda pid=server.pid: not _running(pid), 5, "valkey to die")
+            _wait(functools.partial(_gone, server.pid), 5, "valkey to die")
         server.stop()
 
 

@@ -129,7 +129,7 @@ async def test_erase_leaves_nothing_of_the_caller_and_keeps_others(
     caller go (a running task refuses first); another user's data is untouched."""
     alice, bob = new_user("alice"), new_user("bob")
     counting = CountingRedis(redis)
-    async with app_on(tmp_path, counting, db_url) as app:  # type: ignore[arg-type]
+    async with app_on(tmp_path, counting, db_url) as app:
         store: TaskStore = app.state.store
         await redis.execute("SET", keys.quota(alice), 10)  # paid tier: debited, refunded
         async with client_for(app, user=alice) as a, client_for(app, user=bob) as b:

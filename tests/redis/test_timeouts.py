@@ -198,11 +198,12 @@ async def test_a_hung_redis_answers_503_within_seconds(
         assert (await client.get(f"/api/tasks/{task_id}")).status_code == 200
         os.kill(pid, signal.SIGSTOP)
         try:
-            for method, path, params in [
+            calls: list[tuple[str, str, dict[str, Any]]] = [
                 ("GET", f"/api/tasks/{task_id}", {}),
                 ("GET", f"/api/tasks/{task_id}/events", {"after": FAR_AHEAD, "wait": 15}),
                 ("POST", "/api/tasks", {}),
-            ]:
+            ]
+            for method, path, params in calls:
                 started = time.monotonic()
                 body = {**JOB_MATCH, "service_id": "other"} if method == "POST" else None
                 resp = await client.request(method, path, params=params, json=body)
@@ -258,10 +259,11 @@ async def test_a_gone_redis_answers_503_at_once(
             os.kill(pid, signal.SIGKILL)
         else:
             task_id = "0" * 32
-        for path, params in [
+        reads: list[tuple[str, dict[str, Any]]] = [
             (f"/api/tasks/{task_id}", {}),
             (f"/api/tasks/{task_id}/events", {"after": FAR_AHEAD, "wait": 10}),
-        ]:
+        ]
+        for path, params in reads:
             started = time.monotonic()
             resp = await client.get(path, params=params)
             assert resp.status_code == 503, resp.text

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from lib.services.plan import (
     Sources,
+    Step,
     all_steps,
     later_steps,
     step_variables,
@@ -61,6 +64,6 @@ def test_a_screenshot_job_reaches_later_steps_as_its_summary() -> None:
 
 def test_the_detailed_summary_reaches_the_match() -> None:
     """A detailed résumé's summary is part of the résumé context of the match."""
-    summaries = {"resume_summary": {"a": 1}, "detailed_resume_summary": {"b": 2}}
+    summaries: dict[Step, Any] = {"resume_summary": {"a": 1}, "detailed_resume_summary": {"b": 2}}
     variables = step_variables("job_match", TEXT, summaries, "en")
     assert '"detailed_resume": {"b": 2}' in variables["resume_summary"]

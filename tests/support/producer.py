@@ -18,7 +18,7 @@ from producer.app import create_app
 
 SECRET = "test-secret-0123456789abcdef0123456789"
 
-JOB_MATCH = {
+JOB_MATCH: dict[str, Any] = {
     "template": "job_match",
     "variables": {"resume_text": "Python developer, 5 years.", "job_text": "Senior Python role."},
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 
@@ -41,7 +42,9 @@ class Queue:
         """Deliver task i's own message (id `m{i}` unless told otherwise)."""
         return await self.store.start(self.ticket(i), message_id=mid or f"m{i}", now_ms=now)
 
-    async def finish(self, i: int, r: Run, now: int, status: str = "done") -> str:
+    async def finish(
+        self, i: int, r: Run, now: int, status: Literal["done", "failed", "lost"] = "done"
+    ) -> str:
         """End the run that task i's message started."""
         return await self.store.finish(
             r.task,
@@ -49,7 +52,7 @@ class Queue:
             Outcome(status),
             now,
             ticket=self.ticket(i),
-            message_id=f"m{i}",  # type: ignore[arg-type]
+            message_id=f"m{i}",
         )
 
 

@@ -340,7 +340,7 @@ async def test_rows_that_arrive_during_a_drain_are_drained_by_it(redis: RedisPor
     try:
         assert await usage.drain(redis, pg) == 2
     finally:
-        usage._insert = real_insert  # type: ignore[assignment]
+        usage._insert = real_insert
     assert await usage.pending(redis) == 0 and count(pg) == 2
 
 

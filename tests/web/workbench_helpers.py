@@ -96,7 +96,8 @@ def service(page: Page, service_id: str) -> dict[str, Any]:
 def step_of(body: dict[str, Any], name: str) -> dict[str, Any]:
     found = [s for s in body["steps"] if s["step"] == name]
     assert found, (name, body)
-    return found[0]
+    step: dict[str, Any] = found[0]
+    return step
 
 
 def task_text(page: Page, task_id: str) -> str:

@@ -48,13 +48,6 @@ class QueueFull(_RetryAfter):
     status = 429
 
 
-class SlotBusy(_RetryAfter):
-    """The worker may not start yet (no free slot, or not the head of the queue)."""
-
-    code = "slot_busy"
-    status = 429
-
-
 class TaskAlreadyRunning(SlotlineError):
     code = "task_already_running"
     status = 409

@@ -140,8 +140,3 @@ def all_pools() -> list[tuple[ModelId, Tier]]:
                 r = route(template, tier, has_image)
                 pools.update((m, tier) for m in r.models)
     return sorted(pools)
-
-
-def queues_of_tier(tier: Tier) -> list[QueueId]:
-    """The queues a tier's tasks can land on."""
-    return sorted({route(t, tier, img).queue_id for t in TEMPLATES for img in (False, True)})

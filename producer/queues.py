@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from lib.clock import now_ms
 from lib.redis.port import RedisPort
 from lib.settings import Settings
 from lib.tasks.monitor import snapshot
@@ -16,5 +15,5 @@ async def queues(request: Request) -> JSONResponse:
     """`GET /api/queues`."""
     settings: Settings = request.app.state.settings
     redis: RedisPort = request.app.state.redis
-    body = await snapshot(redis, settings, int(time.time() * 1000))
+    body = await snapshot(redis, settings, now_ms())
     return JSONResponse(body, headers={"Cache-Control": "no-store"})

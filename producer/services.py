@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from lib import events
+from lib.clock import now_ms
 from lib.errors import InvalidRequest, NotFound, RedisUnavailable, UnsupportedLanguage
 from lib.field_errors import from_validation
 from lib.http.errors import request_lang
@@ -25,7 +26,7 @@ from lib.i18n import LANGS, normalize_lang
 from lib.services import plan
 from lib.services.events import ServiceEvent, ServiceReader
 from lib.services.live import ServiceLive
-from lib.services.orchestrate import CreateRequest, Orchestrator, now_ms
+from lib.services.orchestrate import CreateRequest, Orchestrator
 from lib.services.store import Service, ServiceStore
 from lib.settings import Settings
 from lib.tasks.store import TaskStore

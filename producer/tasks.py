@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -14,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from lib.auth import Identity
+from lib.clock import now_ms
 from lib.errors import InvalidRequest, PriorityNotAllowed, UnsupportedLanguage
 from lib.field_errors import field_error, from_validation
 from lib.http.errors import request_lang
@@ -152,7 +152,7 @@ async def submit(request: Request) -> JSONResponse:
         idem_digest=idem_digest(ident, req, variables, lang, paid, free),
         paid=paid,
         free=free,
-        now_ms=int(time.time() * 1000),
+        now_ms=now_ms(),
         variables=variables,
         client_address=client_address(request, settings.trusted_proxies),
     )
@@ -187,5 +187,5 @@ async def cancel(request: Request) -> JSONResponse:
     """
     store: TaskStore = request.app.state.store
     task_id = request.path_params["task_id"]
-    view = await store.cancel(task_id, identity(request).user_id, int(time.time() * 1000))
+    view = await store.cancel(task_id, identity(request).user_id, now_ms())
     return JSONResponse({**view.public(), **_urls(view.task_id)})

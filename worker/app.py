@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from lib.clock import now_ms
 from lib.errors import InvalidRequest, InvalidSignature, ServiceUnavailable, SlotlineError
 from lib.http.body_limit import WORKER_RULES, body_limit_middleware
 from lib.http.errors import EXCEPTION_HANDLERS, error_body
@@ -29,7 +30,7 @@ from lib.settings import Settings, get_settings, secret
 from lib.tasks.message import TaskMessage
 from lib.tasks.schedule import Outcome
 from lib.tasks.store import TaskStore
-from worker.delivery import Reply, Runner, deliver, now_ms
+from worker.delivery import Reply, Runner, deliver
 
 if TYPE_CHECKING:
     from lib.db.pg import Postgres

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lib import keys
+from lib.clock import now_ms
 from lib.errors import RedisUnavailable, SlotlineError
 from lib.i18n import message
 from lib.redis.port import RedisPort
@@ -75,10 +76,6 @@ class Reply:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def retry_reply(task_id: str, reason: str, retry_after: int) -> Reply:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from lib.assets.store import Asset, AssetStore
 from lib.assets.summary_cache import CacheKey, SummaryCache
+from lib.clock import now_ms
 from lib.db.pg import Postgres
 from lib.errors import NotFound, SlotlineError, TaskNotCancellable
 from lib.i18n import Lang
@@ -49,10 +49,6 @@ _ASSET_OF: dict[str, Literal["resume", "detailed_resume", "jd"]] = {
     "detailed_resume_summary": "detailed_resume",
     "job_summary": "jd",
 }
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)

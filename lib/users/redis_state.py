@@ -17,10 +17,10 @@ safe to repeat.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 from lib import keys
+from lib.clock import now_ms
 from lib.errors import AccountBusy, NotFound, TaskNotCancellable
 from lib.redis.port import RedisPort
 from lib.routing import TEMPLATES
@@ -109,7 +109,7 @@ async def prepare(redis: RedisPort, store: TaskStore, user_id: str) -> RedisStat
     cancelled = 0
     for task_id in queued:
         try:
-            await store.cancel(task_id, user_id, int(time.time() * 1000))
+            await store.cancel(task_id, user_id, now_ms())
             cancelled += 1
         except TaskNotCancellable:
             # It started meanwhile.

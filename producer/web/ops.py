@@ -7,13 +7,13 @@ Everything here is ids and counts: no user's content.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from lib.auth import Identity
+from lib.clock import now_ms
 from lib.errors import ConfigError, NotFound, ServiceUnavailable
 from lib.redis.port import RedisPort
 from lib.settings import Settings, secret
@@ -65,9 +65,9 @@ async def queues_data(request: Request) -> JSONResponse:
     require_operator(request)
     settings: Settings = request.app.state.settings
     redis: RedisPort = request.app.state.redis
-    now_ms = int(time.time() * 1000)
-    body = await snapshot(redis, settings, now_ms)
-    body["now_ms"] = now_ms
+    now = now_ms()
+    body = await snapshot(redis, settings, now)
+    body["now_ms"] = now
     return JSONResponse(body, headers=NO_STORE)
 
 

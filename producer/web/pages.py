@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from lib.auth import app_secret, verify_token
+from lib.clock import now_ms
 from lib.errors import Unauthorized
 from lib.http.errors import LANG_COOKIE
 from lib.i18n import LANGS, Lang, choose_lang, message
@@ -173,8 +174,8 @@ class Pages:
             return self.not_found_page(request)
         lang = _lang_of(request)
         redis: RedisPort = request.app.state.redis
-        now_ms = int(time.time() * 1000)
-        data = await snapshot(redis, self.settings, now_ms)
+        now = now_ms()
+        data = await snapshot(redis, self.settings, now)
         return self.renderer.page(
             request,
             "queues.html",
@@ -182,7 +183,7 @@ class Pages:
             page="/queues",
             namespaces=("queues", "errors"),
             data=data,
-            now_ms=now_ms,
+            now_ms=now,
             poll_ms=self.settings.dashboard_poll_ms,
             failures_poll_ms=self.settings.dashboard_failures_poll_ms,
             **self._common(request),

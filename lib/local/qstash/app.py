@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lib.local.qstash.delivery import LEASE_S, STARTUP_GRACE_S, Deliverer, now_ms
+from lib.clock import now_ms
+from lib.local.qstash.delivery import LEASE_S, STARTUP_GRACE_S, Deliverer
 from lib.local.qstash.message import parse_publish
 from lib.local.qstash.store import QStashStore
 from lib.local.qstash.wire import WireError, destination

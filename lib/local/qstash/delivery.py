@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from lib.clock import now_ms
 from lib.local.http11 import Http11Client, Http11ConnectError, Http11Error
 from lib.local.qstash.message import Message, PublishRequest, new_message_id
 from lib.local.qstash.signing import sign
@@ -33,11 +34,6 @@ NOT_UP_RETRY_S = 0.5
 # ...during this long after the server started (then a refusal counts, so a destination
 # that never comes up still ends in the DLQ).
 STARTUP_GRACE_S = 60.0
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds (shared by every server on the same Redis)."""
-    return int(time.time() * 1000)
 
 
 def origin(url: str) -> str:

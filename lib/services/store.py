@@ -18,18 +18,12 @@ from typing import Any, Literal, cast
 
 from lib.db.pg import Postgres, parse_id
 from lib.errors import NotFound
+from lib.routing import Template
 from lib.users.owner import UPSERT_OWNER, Owner, owner_params
 
 ServiceStatus = Literal["created", "running", "done", "error"]
 Depth = Literal["a", "b", "c"]
-Step = Literal[
-    "resume_summary",
-    "detailed_resume_summary",
-    "job_summary",
-    "job_match",
-    "resume_customize",
-    "interview_prep",
-]
+Step = Template  # every step is one task template
 StepStatus = Literal["created", "running", "done", "error", "cached"]
 PENDING: tuple[ServiceStatus, ...] = ("created", "running")
 # Allowed moves: a status may only be set from these.

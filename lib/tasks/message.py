@@ -34,24 +34,13 @@ class TaskSpec(BaseModel):
     step: str = ""
 
 
-class TaskMessage(BaseModel):
-    """One task as delivered to `/api/worker/{tier}/{modality}/{mode}`."""
+class TaskMessage(TaskSpec):
+    """One task as delivered to `/api/worker/{tier}/{modality}/{mode}`: its spec and route."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    task_id: str
-    user_id: str
-    service_id: str
-    template: Template
-    lang: Lang
-    variables: dict[str, Any]
     tier: Tier
-    modality: Modality
     mode: Mode
     queue_id: QueueId
     models: tuple[ModelId, ...] = Field(min_length=1)
-    idem: str = ""
-    step: str = ""
     # 0 for the message the producer published; n for the n-th ticket reissued after its
     # predecessor was dead-lettered (worker/app.py, failure callback).
     generation: int = Field(0, ge=0)
@@ -81,14 +70,4 @@ class TaskMessage(BaseModel):
 
     def spec(self) -> TaskSpec:
         """The route-free part of the message."""
-        return TaskSpec(
-            task_id=self.task_id,
-            user_id=self.user_id,
-            service_id=self.service_id,
-            template=self.template,
-            lang=self.lang,
-            variables=self.variables,
-            modality=self.modality,
-            idem=self.idem,
-            step=self.step,
-        )
+        return TaskSpec(**self.model_dump(include=set(TaskSpec.model_fields)))

@@ -1,4 +1,4 @@
-"""A task's event stream: event types, append and read on a Redis Stream, SSE framing."""
+"""A task's event stream: event types, reads of the Redis Stream (Lua writes it), SSE framing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict, get_args
 
-from lib.redis.port import Arg, RedisPort
+from lib.redis.port import RedisPort
 
 EventType = Literal[
     "queued",
@@ -136,42 +136,6 @@ def valid_stream_id(value: str) -> bool:
 def encode_data(data: Any) -> str:
     """The `data` field's JSON (compact, UTF-8 kept, single line)."""
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
-async def append(
-    redis: RedisPort,
-    key: str,
-    type: EventType,
-    data: Any,
-    *,
-    ttl_s: int | None,
-    fields: dict[str, Arg] | None = None,
-) -> str:
-    """Append one event (and refresh the stream's TTL) in one round trip.
-
-    Args:
-        redis: the Redis port.
-        key: the stream key (`keys.events(...)`).
-        type: the event type.
-        data: a JSON-serializable payload (see the `*Data` TypedDicts).
-        ttl_s: the stream expires this long after its last event; None when the TTL is
-            already set (the worker's token batches: the start script set it, finish
-            refreshes it), which saves a billed command per write.
-        fields: extra stream fields beside `type` and `data` (readers ignore them).
-
-    Returns:
-        The new entry's stream id.
-
-    Raises:
-        RedisReplyError: Redis refused a command.
-    """
-    xadd: list[Arg] = ["XADD", key, "*", "type", type, "data", encode_data(data)]
-    for name, value in (fields or {}).items():
-        xadd += [name, value]
-    if ttl_s is None:
-        return str(await redis.execute(*xadd))
-    replies = await redis.pipeline([xadd, ["EXPIRE", key, ttl_s]])
-    return str(replies[0])
 
 
 async def read(

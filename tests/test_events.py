@@ -10,14 +10,15 @@ import pytest
 
 from lib import events
 from lib.redis.port import RedisPort
+from tests.support.events import append_event
 
 KEY = "cs:events:alice:default:t1"
 
 
 async def test_append_then_read_in_order(redis: RedisPort) -> None:
     """Events come back in append order with their type and decoded data."""
-    first = await events.append(redis, KEY, "queued", {"position": 1}, ttl_s=60)
-    await events.append(redis, KEY, "token", {"text": "héllo\nworld"}, ttl_s=60)
+    first = await append_event(redis, KEY, "queued", {"position": 1}, ttl_s=60)
+    await append_event(redis, KEY, "token", {"text": "héllo\nworld"}, ttl_s=60)
     got = await events.read(redis, KEY, events.START)
     assert [e.type for e in got] == ["queued", "token"]
     assert got[0].id == first
@@ -26,14 +27,14 @@ async def test_append_then_read_in_order(redis: RedisPort) -> None:
 
 async def test_append_sets_ttl(redis: RedisPort) -> None:
     """Appending refreshes the stream's expiry."""
-    await events.append(redis, KEY, "queued", {"position": 1}, ttl_s=120)
+    await append_event(redis, KEY, "queued", {"position": 1}, ttl_s=120)
     ttl = int(await redis.execute("TTL", KEY))
     assert 110 <= ttl <= 120
 
 
 async def test_read_after_id_is_exclusive(redis: RedisPort) -> None:
     """Reading after an id returns only later events, none twice."""
-    ids = [await events.append(redis, KEY, "token", {"text": str(i)}, ttl_s=60) for i in range(5)]
+    ids = [await append_event(redis, KEY, "token", {"text": str(i)}, ttl_s=60) for i in range(5)]
     got = await events.read(redis, KEY, ids[1])
     assert [e.id for e in got] == ids[2:]
 
@@ -41,7 +42,7 @@ async def test_read_after_id_is_exclusive(redis: RedisPort) -> None:
 async def test_read_count_limits(redis: RedisPort) -> None:
     """`count` caps one read; the rest follows after the last id."""
     for i in range(5):
-        await events.append(redis, KEY, "token", {"text": str(i)}, ttl_s=60)
+        await append_event(redis, KEY, "token", {"text": str(i)}, ttl_s=60)
     first = await events.read(redis, KEY, events.START, count=3)
     rest = await events.read(redis, KEY, first[-1].id, count=3)
     assert [e.data["text"] for e in first + rest] == ["0", "1", "2", "3", "4"]
@@ -61,7 +62,7 @@ async def test_blocking_read_wakes_on_append(tcp_redis: RedisPort, valkey_url: s
 
         async def later() -> None:
             await asyncio.sleep(0.2)
-            await events.append(writer, KEY, "started", {"model": "m", "attempt": 1}, ttl_s=60)
+            await append_event(writer, KEY, "started", {"model": "m", "attempt": 1}, ttl_s=60)
 
         task = asyncio.create_task(later())
         t0 = time.monotonic()

@@ -14,6 +14,7 @@ import pytest
 from lib import events, keys
 from lib.redis.port import RedisPort
 from lib.settings import Settings
+from tests.support.events import append_event
 from tests.support.producer import (
     JOB_MATCH,
     RecordingPublisher,
@@ -52,13 +53,13 @@ async def _run_worker(
     redis: RedisPort, key: str, *, delay: float = 0.0, status: bool = True, task_id: str = ""
 ) -> None:
     """Write what a worker would: started, token batches, result, done (then the status)."""
-    await events.append(redis, key, "started", {"model": "glm-4.5-flash", "attempt": 1}, ttl_s=60)
+    await append_event(redis, key, "started", {"model": "glm-4.5-flash", "attempt": 1}, ttl_s=60)
     for text in TOKENS:
         if delay:
             await asyncio.sleep(delay)
-        await events.append(redis, key, "token", {"text": text}, ttl_s=60)
-    await events.append(redis, key, "result", {"match_score": 80}, ttl_s=60)
-    await events.append(redis, key, "done", {"usage": {"total_tokens": 12}}, ttl_s=60)
+        await append_event(redis, key, "token", {"text": text}, ttl_s=60)
+    await append_event(redis, key, "result", {"match_score": 80}, ttl_s=60)
+    await append_event(redis, key, "done", {"usage": {"total_tokens": 12}}, ttl_s=60)
     if status and task_id:
         await redis.execute("HSET", keys.task(task_id), "status", "done")
 
@@ -204,7 +205,7 @@ async def test_long_poll_waits_for_new_events(app: Any, redis: RedisPort) -> Non
 
         async def later() -> None:
             await asyncio.sleep(0.3)
-            await events.append(redis, key, "started", {"model": "m", "attempt": 1}, ttl_s=60)
+            await append_event(redis, key, "started", {"model": "m", "attempt": 1}, ttl_s=60)
 
         writer = asyncio.create_task(later())
         t0 = time.monotonic()
@@ -261,8 +262,8 @@ async def test_live_reader_coalesces_reads(redis: RedisPort) -> None:
     import itertools as _itertools
     import time as _time
 
-    from lib.events import append
     from producer.events import _Reader
+    from tests.support.events import append_event as append
 
     interval = 0.05
     key = "cs:events:u:s:coalesce"
@@ -299,8 +300,8 @@ async def test_live_reader_never_holds_back_the_first_token(redis: RedisPort) ->
     import asyncio as _asyncio
     import time as _time
 
-    from lib.events import append
     from producer.events import _Reader
+    from tests.support.events import append_event as append
 
     key = "cs:events:u:s:first-token"
     reader = _Reader(redis, key, "0-0", min_interval_s=1.0)

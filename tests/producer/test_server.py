@@ -9,11 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lib import events, keys
+from lib import keys
 from lib.auth import issue_token
 from lib.local.serve import ServerThread
 from lib.redis.tcp import TcpRedis
 from producer.app import create_app
+from tests.support.events import append_event
 from tests.support.producer import JOB_MATCH, SECRET, RecordingPublisher, make_settings, parse_sse
 
 
@@ -71,12 +72,12 @@ async def test_live_sse_cut_and_resume(server: str, writer: TcpRedis) -> None:
             first = await reader.take(1)
             assert [m["event"] for m in first] == ["queued"]
             for i in range(5):
-                await events.append(writer, key, "token", {"text": f"t{i}"}, ttl_s=60)
+                await append_event(writer, key, "token", {"text": f"t{i}"}, ttl_s=60)
             seen = first + await reader.take(3)
         # Cut after 3 tokens; the rest (and more) is written while nobody listens.
         for i in range(5, 8):
-            await events.append(writer, key, "token", {"text": f"t{i}"}, ttl_s=60)
-        await events.append(writer, key, "done", {"usage": {}}, ttl_s=60)
+            await append_event(writer, key, "token", {"text": f"t{i}"}, ttl_s=60)
+        await append_event(writer, key, "done", {"usage": {}}, ttl_s=60)
         resume = {"last-event-id": seen[-1]["id"]}
         async with client.stream("GET", url, headers=resume) as resp:
             seen += await SSEReader(resp).take(100)

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from lib import events, keys
+from lib import keys
 from lib.auth import issue_token
 from lib.errors import RedisUnavailable
 from lib.local.embedded import EmbeddedValkey, free_port
@@ -27,6 +27,7 @@ from lib.redis.port import RedisPort
 from lib.redis.tcp import TcpRedis
 from lib.settings import Settings
 from producer.app import create_app
+from tests.support.events import append_event
 from tests.support.producer import JOB_MATCH, SECRET, RecordingPublisher, make_settings
 
 FAR_AHEAD = "9999999999999-0"  # a cursor after every event: a long-poll that must wait
@@ -106,8 +107,8 @@ async def test_sse_heartbeats_flow_through_a_long_quiet_gap(
 
         async def worker_later() -> None:
             await asyncio.sleep(4.5)
-            await events.append(redis, key, "started", {"model": "m", "attempt": 1}, ttl_s=60)
-            await events.append(redis, key, "done", {"usage": {}}, ttl_s=60)
+            await append_event(redis, key, "started", {"model": "m", "attempt": 1}, ttl_s=60)
+            await append_event(redis, key, "done", {"usage": {}}, ttl_s=60)
 
         writer = asyncio.create_task(worker_later())
         opened = time.monotonic()

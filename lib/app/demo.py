@@ -35,6 +35,10 @@ DEMO_TTFT_MS = 150.0
 # visitor run at once, as a paid user's do (DeepSeek's pool has 5). A configured
 # GLM_FLASH_MAX_WORKERS wins.
 DEMO_FLASH_SLOTS = 3
+# Each run is a new trial visitor from 127.0.0.1, on the Valkey of the last run: the
+# per-address window (3 services in RATE_WINDOW_S) would refuse the fourth run in a row.
+# A configured RATE_TRIAL_ADDRESS_LIMIT wins.
+DEMO_TRIAL_ADDRESS_LIMIT = 0
 MAX_RECONNECTS = 20
 SUMMARIES = ("resume_summary", "detailed_resume_summary", "job_summary")
 LATER = ("job_match", "resume_customize", "interview_prep")
@@ -662,6 +666,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         update.update(offline_tokens_per_s=DEMO_TOKENS_PER_S, offline_ttft_ms=DEMO_TTFT_MS)
     if "glm_flash_max_workers" not in settings.model_fields_set:
         update["glm_flash_max_workers"] = max(settings.glm_flash_max_workers, DEMO_FLASH_SLOTS)
+    if "rate_trial_address_limit" not in settings.model_fields_set:
+        update["rate_trial_address_limit"] = DEMO_TRIAL_ADDRESS_LIMIT
     settings = settings.model_copy(update=update)
     try:
         return asyncio.run(run_demo(settings, args))

@@ -3,7 +3,8 @@
 `make demo` uploads these; the tests and benches use the same generators. The files are
 made at run time from `examples/`: a PDF with a text layer (any script, one page per 45
 lines) and a PNG of the text rendered with a CJK font (Debian's `fonts-noto-cjk`,
-installed by `make fonts`). Pillow is imported only by the screenshot's renderer.
+installed by `make fonts`). Pillow (the `local` extra has it, rapidocr-onnxruntime needs it)
+is imported only by the screenshot's renderer.
 """
 
 from __future__ import annotations

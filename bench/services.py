@@ -502,7 +502,7 @@ async def _measure(
         f"{label}: commandstats / total_commands_processed",
         f"{sum(stats.values())} / {total}",
     )
-    report.notes.append(f"{label} pipeline billed: {_fmt(pipeline, 12)}")
+    report.notes.append(f"{label} pipeline billed: {_fmt(pipeline, 30)}")
     report.notes.append(f"{label} inside scripts: {_fmt(inside, 10)} (token XADDs: {tokens})")
     report.notes.append(f"{label} reader: {_fmt(reader)}; events read {followed.events.total()}")
     report.notes.append(

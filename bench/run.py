@@ -1,8 +1,8 @@
 """`make bench`: the pipeline, contention, services, fault and LLM-layer benchmarks.
 
 Each runs in its own interpreter (the fault bench once per fault: cold imports stay cold,
-servers stay apart) with a time limit. Figures are printed; a missed target (or, for the fault bench, a task that went
-wrong) does not fail the run unless `--strict`.
+servers stay apart) with a time limit. Figures are printed; a missed target (or, for the
+fault bench, a task that went wrong) does not fail the run unless `--strict`.
 
     .venv/bin/python bench/run.py [--quick] [--strict]
 """

@@ -1,8 +1,8 @@
-"""`make bench`: the pipeline, contention, fault (one run per fault) and LLM-layer benchmarks.
+"""`make bench`: the pipeline, contention, services, fault and LLM-layer benchmarks.
 
-Each runs in its own interpreter (cold imports stay cold, servers stay apart) with a time
-limit. Figures are printed; a missed target (or, for the fault bench, a task that went
-wrong) does not fail the run unless `--strict`.
+Each runs in its own interpreter (the fault bench once per fault: cold imports stay cold,
+servers stay apart) with a time limit. Figures are printed; a missed target (or, for the
+fault bench, a task that went wrong) does not fail the run unless `--strict`.
 
     .venv/bin/python bench/run.py [--quick] [--strict]
 """
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline_args = [*(["--quick"] if args.quick else []), *(["--strict"] if args.strict else [])]
     codes = [run(HERE / "pipeline.py", pipeline_args)]
     codes.append(run(HERE / "contention.py", ["--quick"] if args.quick else []))
+    codes.append(run(HERE / "services.py", pipeline_args))
     for fault in FAULTS:
         codes.append(run(HERE / "faults.py", ["--only", fault, *pipeline_args], FAULT_LIMIT_S))
     llm_layer = HERE / "llm_layer.py"

@@ -224,6 +224,10 @@ class EmbeddedPostgres:
                 # pgserver stops a server only when no other handle is registered, and a
                 # parent killed earlier stays registered forever: stop ours explicitly.
                 self._server.stop()
+                # Stopped: the handle's cleanup would stop it again, and a postmaster not
+                # yet reaped (no init reaping in a container) still looks alive to psutil:
+                # pg_ctl fails, logged as an error, and it is killed. Only unregister.
+                self._server.cleanup_mode = None
             self._server.cleanup()
             self._server = None
         if self._owned_pid:

@@ -222,20 +222,84 @@ def test_slotline_dev_prints_ready_and_exits_on_sigterm(pg_tmp: Path) -> None:
     assert not (pg_tmp / STACK_FILE).exists()
 
 
-def test_demo_runs_and_exits_zero(pg_tmp: Path) -> None:
-    """`python -m lib.app.demo` streams a job_match and prints the summary with status done."""
+STEPS = (
+    "resume_summary",
+    "detailed_resume_summary",
+    "job_summary",
+    "job_match",
+    "resume_customize",
+    "interview_prep",
+)
+
+
+def run_demo(folder: Path, *args: str, timeout_s: float) -> str:
+    """`python -m lib.app.demo ARGS` in `folder` with nothing configured; its stdout.
+
+    Exit 0, and nothing alarming on stderr: the stack shut down cleanly.
+    """
     done = subprocess.run(
-        [sys.executable, "-m", "lib.app.demo"],
-        cwd=pg_tmp,
-        env=_clean_env(PYTHONPATH=str(ROOT), STATE_DIR=str(pg_tmp / "state")),
+        [sys.executable, "-m", "lib.app.demo", *args],
+        cwd=folder,
+        env=_clean_env(PYTHONPATH=str(ROOT), STATE_DIR=str(folder / "state")),
         capture_output=True,
         text=True,
-        timeout=50,
+        timeout=timeout_s,
     )
-    assert done.returncode == 0, done.stderr
-    out = done.stdout
-    assert "--- streaming ---" in out
-    assert re.search(r"^status\s+done$", out, re.MULTILINE)
-    assert re.search(r"^model\s+glm-4\.5-flash .*offline", out, re.MULTILINE)
-    assert re.search(r"^usage\s+\d+ input \+ \d+ output tokens$", out, re.MULTILINE)
-    assert re.search(r"^queue wait\s+\d+ ms$", out, re.MULTILINE)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr)
+    assert "Traceback" not in done.stderr and "ERROR" not in done.stderr, done.stderr
+    return done.stdout
+
+
+def step_rows(out: str) -> dict[str, list[str]]:
+    """The report's table: each step's cells (task, status, queue, model, …)."""
+    rows = {}
+    for line in out.splitlines():
+        cells = line.split()
+        if cells and cells[0] in STEPS and len(cells) >= 5 and not cells[1].startswith("+"):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def check_demo_output(out: str) -> dict[str, list[str]]:
+    """A depth-c service that ended done: three summaries, three steps, all done."""
+    assert re.search(r"^status\s+done$", out, re.MULTILINE), out[-3000:]
+    assert re.search(r"^depth\s+c$", out, re.MULTILINE)
+    assert re.search(r"^tier\s+free$", out, re.MULTILINE)
+    assert "uploaded résumé" in out and "read as pdf" in out
+    assert "--- job match, streaming" in out and '{"match_score": ' in out
+    assert "--- customized résumé" in out and "--- interview preparation" in out
+    # The summaries' timeline, each with its time since the create.
+    for step in STEPS[:3]:
+        for what in ("queued", "started", "done"):
+            assert re.search(rf"^\s+\+\d+\.\d\ds\s+{step}\s+{what}\b", out, re.MULTILINE), (
+                step,
+                what,
+            )
+    rows = step_rows(out)
+    assert list(rows) == list(STEPS), out[-3000:]
+    for step, cells in rows.items():
+        assert cells[1] == "done", (step, cells)
+        assert cells[3].endswith("*") or cells[4] == "*", (step, cells)  # the offline model
+    assert re.search(r"^total\s+\d+\s+\d+\s+0$", out, re.MULTILINE)
+    return rows
+
+
+@pytest.mark.timeout(300)
+def test_demo_runs_and_exits_zero(pg_tmp: Path) -> None:
+    """`python -m lib.app.demo`: a PDF résumé, a depth-c service, every step done, exit 0."""
+    out = run_demo(pg_tmp, timeout_s=240)
+    rows = check_demo_output(out)
+    assert rows["job_summary"][2:4] == ["q_glm_flash", "glm-4.5-flash"], rows
+    assert re.search(r"^uploaded job description\s+text of examples/job\.en\.txt$", out, re.M)
+
+
+@pytest.mark.timeout(420)
+def test_demo_in_chinese_reads_a_job_screenshot(pg_tmp: Path) -> None:
+    """`--lang zh`: the job description is a screenshot; its summary took the vision route."""
+    out = run_demo(pg_tmp, "--lang", "zh", timeout_s=360)
+    rows = check_demo_output(out)
+    assert rows["job_summary"][2:4] == ["q_glm_vision_free", "glm-4.1v-thinking-flash"], rows
+    assert rows["resume_summary"][2:4] == ["q_glm_flash", "glm-4.5-flash"], rows
+    assert "job.zh.png (screenshot of examples/job.zh.txt" in out
+    assert "kept as an image (the vision route reads it), lang zh" in out
+    assert "王磊" in out  # the Chinese résumé, read from its PDF

@@ -25,6 +25,7 @@ from lib.errors import (
     UnsupportedFile,
 )
 from lib.i18n import text
+from lib.local import example_files as ef
 from lib.settings import Settings
 from tests.support import asset_files as af
 from tests.support.asset_files import assert_chinese_only, rendered
@@ -54,7 +55,7 @@ def as_pdf_reads(text: str) -> str:
 def pdf_of(text: str, lines_per_page: int = 40) -> bytes:
     lines = text.split("\n")
     pages = ["\n".join(lines[i : i + lines_per_page]) for i in range(0, len(lines), lines_per_page)]
-    return af.text_pdf(pages)
+    return ef.text_pdf(pages)
 
 
 # --- PDF -------------------------------------------------------------------------------
@@ -62,7 +63,7 @@ def pdf_of(text: str, lines_per_page: int = 40) -> bytes:
 
 def test_text_pdf_is_read_page_by_page_and_normalized(settings: Settings) -> None:
     """A two-page PDF: its text in order, a paragraph break between pages, counted normalized."""
-    data = af.text_pdf(["Maya  Chen\nBackend   Engineer", "EXPERIENCE\n" + "Python " * 30])
+    data = ef.text_pdf(["Maya  Chen\nBackend   Engineer", "EXPERIENCE\n" + "Python " * 30])
     result = extract(data, kind="resume", settings=settings)
     assert (result.file_type, result.mime, result.pages) == ("pdf", "application/pdf", 2)
     assert result.text.startswith("Maya Chen\nBackend Engineer\n\nEXPERIENCE\nPython Python")
@@ -106,7 +107,7 @@ def test_scanned_resume_is_told_to_send_text_not_a_screenshot(
 
 def test_pdf_whose_only_text_is_a_scanner_watermark_has_no_text(settings: Settings) -> None:
     """A scan stamped by a scanner app ("扫描全能王 创建", page numbers) counts as no text."""
-    data = af.text_pdf(["扫描全能王 创建\n1", "扫描全能王 创建\n2"])
+    data = ef.text_pdf(["扫描全能王 创建\n1", "扫描全能王 创建\n2"])
     assert isinstance(refused(data, "jd", settings), NoTextInFile)
 
 
@@ -147,7 +148,7 @@ def test_truncated_pdf_is_unreadable_and_named_damaged(settings: Settings) -> No
 
 def test_pdf_over_the_page_limit_is_refused_before_any_page_is_read(settings: Settings) -> None:
     """413 file_too_large (pages), before the first page: reading one would pass the deadline."""
-    data = af.text_pdf(["Page one", "Page two", "Page three", "Page four"])
+    data = ef.text_pdf(["Page one", "Page two", "Page three", "Page four"])
     limited = settings.model_copy(update={"upload_max_pdf_pages": 3, "upload_pdf_max_seconds": 0})
     exc = refused(data, "detailed_resume", limited)
     assert isinstance(exc, FileTooLarge) and exc.params["reason"] == "file_pages"

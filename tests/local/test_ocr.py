@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import io
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from openai import AsyncOpenAI, BadRequestError
-from PIL import Image, ImageDraw, ImageFont
 
 from lib.app.stack import LocalStack, StackInfo, check_health
+from lib.local.example_files import screenshot
 from lib.local.offline.model import OfflineModel, complete, start_offline_model
 from lib.local.offline.ocr import BadImage, OcrReader, image_bytes, lines_of
 from lib.templates.prompts import render
@@ -26,30 +24,8 @@ from tests.app.test_stack_e2e import local_settings
 from tests.support.llm_samples import PNG, data_url
 from tests.support.paths import EXAMPLES
 
-FONTS = ("opentype/noto/NotoSansCJK-Regular.ttc", "truetype/noto/NotoSansCJK-Regular.ttc")
 # OCR is seconds of CPU per image; on a loaded 2-core machine allow for several times that.
 pytestmark = pytest.mark.timeout(240)
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    for name in FONTS:
-        path = Path("/usr/share/fonts") / name
-        if path.exists():
-            return ImageFont.truetype(str(path), size)
-    pytest.fail("no Noto CJK font: install fonts-noto-cjk (`make bootstrap` does as root)")
-
-
-def screenshot(text: str, size: int = 22) -> str:
-    """`text` rendered black on white, one line per line, as a PNG data URL."""
-    font = _font(size)
-    lines = text.splitlines()
-    image = Image.new("RGB", (1400, (size + 12) * len(lines) + 40), "white")
-    draw = ImageDraw.Draw(image)
-    for index, line in enumerate(lines):
-        draw.text((20, 20 + index * (size + 12)), line, fill="black", font=font)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return data_url(buffer.getvalue())
 
 
 def _close(got: str, want: str) -> bool:

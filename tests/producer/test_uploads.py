@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from lib.local.example_files import text_pdf
 from lib.redis.tcp import TcpRedis
 from tests.support.asset_files import (
     assert_chinese_only,
@@ -21,7 +22,6 @@ from tests.support.asset_files import (
     encrypted_pdf,
     image_bytes,
     image_pdf,
-    text_pdf,
     xlsx_like,
 )
 from tests.support.assets import app_on, migrated_database, new_user, rows_of

@@ -1,5 +1,6 @@
 """Real upload files, made in the tests (PDFs, DOCX, images, zips, an OLE2 container), and
-how an upload error reads."""
+how an upload error reads. The PDF writer and the example files (a PDF résumé, a job
+screenshot) are production-side, for `make demo` too: `lib/local/example_files.py`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import random
 import re
 import struct
 import zipfile
-import zlib
 from typing import Any
 
 import docx
@@ -18,6 +18,7 @@ from PIL import Image
 
 from lib.errors import SlotlineError
 from lib.http.errors import error_response
+from lib.local.example_files import write_pdf
 
 # --- Errors as the client sees them ----------------------------------------------------
 
@@ -39,111 +40,6 @@ def assert_chinese_only(text: str) -> None:
 
 
 # --- PDF -------------------------------------------------------------------------------
-
-
-def _pdf_string(text: str) -> bytes:
-    raw = text.encode("latin-1")
-    return b"(" + raw.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)") + b")"
-
-
-def _page_content(lines: list[str], cids: dict[str, int]) -> bytes:
-    """One text object per line; Helvetica for Latin-1 lines, the CID font for the rest."""
-    out = []
-    for index, line in enumerate(lines):
-        y = 760 - 14 * index
-        try:
-            shown = _pdf_string(line) + b" Tj"
-            font = b"/F1"
-        except UnicodeEncodeError:
-            codes = "".join(f"{cids.setdefault(c, len(cids) + 1):04x}" for c in line)
-            shown = b"<" + codes.encode() + b"> Tj"
-            font = b"/F2"
-        out.append(b"BT " + font + b" 11 Tf 50 %d Td " % y + shown + b" ET")
-    return b"\n".join(out)
-
-
-def _to_unicode(cids: dict[str, int]) -> bytes:
-    entries = b"".join(
-        b"<%04x> <%s>\n" % (cid, char.encode("utf-16-be").hex().encode())
-        for char, cid in cids.items()
-    )
-    return (
-        b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap\n"
-        b"/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def\n"
-        b"/CMapName /Adobe-Identity-UCS def /CMapType 2 def\n"
-        b"1 begincodespacerange <0000> <FFFF> endcodespacerange\n"
-        b"%d beginbfchar\n" % len(cids) + entries + b"endbfchar\n"
-        b"endcmap CMapName currentdict /CMap defineresource pop end end"
-    )
-
-
-def _stream(data: bytes, *, compress: bool = True) -> bytes:
-    if compress:
-        data = zlib.compress(data)
-        return (
-            b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(data) + data + (b"\nendstream")
-        )
-    return b"<< /Length %d >>\nstream\n" % len(data) + data + b"\nendstream"
-
-
-def write_pdf(contents: list[bytes], *, extra_fonts: bytes = b"", objects: list[bytes]) -> bytes:
-    """A PDF with one page per content stream; `objects` are appended as objects 6, 7, ..."""
-    n_pages = len(contents)
-    first_page = 6 + len(objects)
-    kids = b" ".join(b"%d 0 R" % (first_page + 2 * i) for i in range(n_pages))
-    fonts = b"<< /F1 3 0 R " + extra_fonts + b">>"
-    objs = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % n_pages,
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-        b"<< /Producer (slotline tests) >>",
-        b"<< >>",  # unused (keeps the numbering of the optional objects at 6)
-        *objects,
-    ]
-    for i, content in enumerate(contents):
-        page_id = first_page + 2 * i
-        objs.append(
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font "
-            + fonts
-            + b" >> /Contents %d 0 R >>" % (page_id + 1)
-        )
-        objs.append(_stream(content))
-    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 4 0 R >>\n" % (len(objs) + 1)
-    out += b"startxref\n%d\n%%%%EOF\n" % xref
-    return bytes(out)
-
-
-def text_pdf(pages: list[str]) -> bytes:
-    """A PDF whose pages show these texts (one line per "\\n"), any script.
-
-    Latin-1 lines use Helvetica; others a CID font (Identity-H) whose ToUnicode map says
-    what each code is, as PDF writers do for CJK text. No glyphs are embedded: a viewer
-    shows boxes, a text extractor reads the text.
-    """
-    cids: dict[str, int] = {}
-    contents = [_page_content(page.split("\n"), cids) for page in pages]
-    if not cids:
-        return write_pdf(contents, objects=[])
-    objects = [
-        # 6: the Type0 font, 7: its CIDFont, 8: the descriptor, 9: ToUnicode.
-        b"<< /Type /Font /Subtype /Type0 /BaseFont /NotoSansSC /Encoding /Identity-H "
-        b"/DescendantFonts [7 0 R] /ToUnicode 9 0 R >>",
-        b"<< /Type /Font /Subtype /CIDFontType2 /BaseFont /NotoSansSC /CIDSystemInfo "
-        b"<< /Registry (Adobe) /Ordering (Identity) /Supplement 0 >> /FontDescriptor 8 0 R "
-        b"/DW 1000 /CIDToGIDMap /Identity >>",
-        b"<< /Type /FontDescriptor /FontName /NotoSansSC /Flags 4 /FontBBox [0 -200 1000 900] "
-        b"/ItalicAngle 0 /Ascent 880 /Descent -120 /CapHeight 700 /StemV 80 >>",
-        _stream(_to_unicode(cids)),
-    ]
-    return write_pdf(contents, extra_fonts=b"/F2 6 0 R ", objects=objects)
 
 
 def bomb_pdf(inflated_bytes: int) -> bytes:

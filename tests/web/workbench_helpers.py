@@ -3,21 +3,17 @@ service as the API reports it."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from tests.support.asset_files import text_pdf
+from lib.local import example_files
 from tests.support.paths import EXAMPLES
 from tests.web.conftest import BrowserPage
 
 DONE_TIMEOUT_MS = 120_000  # a depth-c service on a loaded 2-core machine
-# The detailed résumé in Chinese (the examples have it in English only): the résumé and
-# more of its projects.
-ZH_PROJECTS = "\n\n项目经历\n- 课程直播服务：使用 Python 与 Redis 重构，支持十万人同时在线。\n"
 
 
 def example(name: str) -> str:
@@ -26,30 +22,21 @@ def example(name: str) -> str:
 
 def inputs(lang: str) -> dict[str, str]:
     """The résumé, detailed résumé and job description of `lang` from `examples/`."""
-    if lang == "en":
-        detailed = example("detailed_resume.en.txt")
-    else:
-        detailed = example("resume.zh.txt") + ZH_PROJECTS
     return {
         "resume": example(f"resume.{lang}.txt"),
-        "detailed_resume": detailed,
+        "detailed_resume": example_files.detailed_resume(lang),
         "jd": example(f"job.{lang}.txt"),
     }
 
 
 def resume_pdf(lang: str) -> bytes:
     """The example résumé as a PDF with selectable text (one page per 45 lines)."""
-    lines = example(f"resume.{lang}.txt").splitlines()
-    pages = ["\n".join(lines[i : i + 45]) for i in range(0, len(lines), 45)]
-    return text_pdf(pages)
+    return example_files.resume_pdf(lang)
 
 
 def jd_screenshot_png(lang: str) -> bytes:
-    """A screenshot of the example job description (as tests/local/test_ocr.py renders one)."""
-    from tests.local.test_ocr import screenshot
-
-    data_url = screenshot(example(f"job.{lang}.txt"))
-    return base64.b64decode(data_url.split(",", 1)[1])
+    """A screenshot of the example job description (`lib/local/example_files.py`)."""
+    return example_files.job_screenshot_png(lang)
 
 
 def fill(page: Page, texts: dict[str, str]) -> None:

@@ -30,13 +30,15 @@ from typing import Any, Literal
 
 import httpx
 
-from lib.auth import issue_token
-from lib.local.embedded import EmbeddedValkey, free_port
-from lib.redis.port import Arg, KeyedEntry, RedisPort, StreamEntry, pairs_to_dict
-from lib.redis.tcp import TcpRedis
-from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_QSTASH_TOKEN
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's packages, whatever the venv points at
+
+from lib.auth import issue_token  # noqa: E402
+from lib.local.embedded import EmbeddedValkey, free_port  # noqa: E402
+from lib.redis.port import Arg, KeyedEntry, RedisPort, StreamEntry, pairs_to_dict  # noqa: E402
+from lib.redis.tcp import TcpRedis  # noqa: E402
+from lib.settings import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_QSTASH_TOKEN  # noqa: E402
+
 PY = sys.executable
 HOST = "127.0.0.1"
 SECRET = "bench-secret-" + "0123456789abcdef" * 2

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from lib.app.demo_view import LATER, STATUSES, STEPS
 from lib.errors import SlotlineError
 from lib.i18n import LANGS, MissingText, catalog, message, namespace, text
 from tests.support.paths import ROOT
@@ -125,6 +126,31 @@ def test_templates_and_scripts_name_only_existing_keys() -> None:
     used |= _keys_used(r"""data-empty-key="([a-z_.]+)\"""", ".html")
     assert len(used) > 40
     assert not used - set(catalog("en")), used - set(catalog("en"))
+
+
+def test_the_demo_names_only_existing_keys() -> None:
+    """The demo (`lib/app/demo*.py`) asks only for keys of the `demo` namespace, and for all.
+
+    Its literal keys (`t("report.total")`) and those it makes from data (a step's name, a
+    status, a tier, a count, a block's title, a report column) exist in both languages;
+    the namespace has no other key.
+    """
+    used: set[str] = set()
+    for path in (ROOT / "lib" / "app").glob("demo*.py"):
+        source = path.read_text(encoding="utf-8")
+        used |= set(re.findall(r"""\bt\(\s*["']([a-z_]+(?:\.[a-z_]+)*)["']""", source))
+    assert len(used) > 60, used
+    made = {f"step.{s}" for s in ("service", *STEPS)} | {f"status.{s}" for s in STATUSES}
+    made |= {f"block.{s}" for s in LATER} | {"tier.free", "tier.paid"}
+    made |= {f"input.{s}" for s in ("resume", "detailed_resume", "jd")}
+    made |= {f"source.{s}" for s in ("text", "pdf", "docx")}
+    made |= {"timeline.summaries_done", "timeline.summaries_done_parallel"}
+    columns = ("step", "task", "status", "queue", "model", "start", "end", "in", "out", "cost")
+    made |= {f"report.col_{c}" for c in columns}
+    for name in ("skill", "role", "project", "must_have", "nice_to_have", "quota_unit"):
+        made |= {f"count.{name}_one", f"count.{name}_other"}
+    for lang in LANGS:
+        assert set(namespace(lang, "demo")) == {f"demo.{k}" for k in used | made}, lang
 
 
 def test_dictionaries_are_read_once_per_process() -> None:

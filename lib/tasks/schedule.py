@@ -122,6 +122,7 @@ class Scheduling:
             price = self.settings.prices.get(model, {}).get("output", 0)
             limits += [slot_limit(self.settings, model), model, PROVIDERS[model], price]
         candidate = ticket
+        reserved = ""  # the lease member the previous call reserved `candidate` under
         for _ in range(MAX_HOPS):
             reply = await run_script(
                 self.redis,
@@ -145,12 +146,14 @@ class Scheduling:
                     ticket.queue_id,
                     self.settings.events_ttl_s,
                     self.settings.start_retry_after_s,
+                    reserved,
                     *limits,
                 ],
             )
             kind = reply[0]
             if kind in ("head", "follow"):
                 candidate = TaskMessage.from_spec(str(reply[2]), ticket.tier)
+                reserved = str(reply[3]) if kind == "head" else ""
                 continue
             if kind == "skip":
                 return Skip(str(reply[1]))

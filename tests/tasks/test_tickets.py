@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
 from lib import keys
-from lib.redis.port import RedisPort, pairs_to_dict
+from lib.redis.port import Arg, KeyedEntry, RedisPort, StreamEntry, pairs_to_dict
 from lib.settings import Settings
 from lib.tasks.admission import Admission, Admitted
 from lib.tasks.message import TaskMessage
@@ -289,3 +291,91 @@ async def test_failing_a_dead_attempt_releases_its_lease_and_logs_it(redis: Redi
     entries = await redis.execute("XRANGE", keys.usage_stream(), "-", "+")
     [row] = json.loads(pairs_to_dict(entries[0][1])["rows"])
     assert row["is_success"] is False and row["error_message"].startswith("lost")
+
+
+class CountingScripts:
+    """The test's Redis, counting script calls and running a hook after each one."""
+
+    def __init__(self, inner: RedisPort) -> None:
+        self.inner = inner
+        self.kind = inner.kind
+        self.scripts = 0
+        self.after_script: Callable[[Any], Awaitable[None]] | None = None
+
+    async def _script(self, reply: Any) -> Any:
+        self.scripts += 1
+        if self.after_script is not None:
+            await self.after_script(reply)
+        return reply
+
+    async def execute(self, *args: Arg) -> Any:
+        reply = await self.inner.execute(*args)
+        # EVAL: the first run of a script (run_script's NOSCRIPT fallback).
+        return await self._script(reply) if str(args[0]).upper() == "EVAL" else reply
+
+    async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        return await self.inner.pipeline(commands)
+
+    async def evalsha(self, sha: str, keys_: Sequence[str], args: Sequence[Arg]) -> Any:
+        return await self._script(await self.inner.evalsha(sha, keys_, args))
+
+    async def xread(
+        self, key: str, after_id: str, *, count: int, block_ms: int | None
+    ) -> list[StreamEntry]:
+        return await self.inner.xread(key, after_id, count=count, block_ms=block_ms)
+
+    async def xread_streams(
+        self, streams: Sequence[tuple[str, str]], *, count: int, block_ms: int | None
+    ) -> list[KeyedEntry]:
+        return await self.inner.xread_streams(streams, count=count, block_ms=block_ms)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_deliveries_arriving_together_each_start_a_different_task(
+    redis: RedisPort,
+) -> None:
+    """No herd: 12 deliveries at once, none its queue's head, start the 12 tasks.
+
+    Each reserves the head it finds in the call that names it, so the next delivery finds
+    the next head: at most two script calls each, and none is sent back as `contended`
+    (with every delivery racing for one head, each round started one task).
+    """
+    counting = CountingScripts(redis)
+    q = Queue(TaskStore(counting, settings(glm_flash_max_workers=12)))
+    await q.admit(13)
+    counting.scripts = 0
+    results = await asyncio.gather(*(q.deliver(i) for i in range(12, 0, -1)))
+    assert all(isinstance(r, Run) for r in results), results
+    assert sorted(started(r) for r in results) == sorted(q.id(i) for i in range(12))
+    assert 12 <= counting.scripts <= 2 * 12
+    # The slot pool holds exactly one lease per started task (every reservation was used).
+    pool = keys.model_pool("glm-4.5-flash", "free")
+    assert await redis.execute("ZCARD", pool) == 12
+    assert await redis.execute("ZRANGE", keys.queue_waiting("q_glm_flash"), 0, -1) == [q.id(12)]
+
+
+async def test_a_reserved_head_cancelled_before_its_start_gives_its_slot_back(
+    redis: RedisPort,
+) -> None:
+    """The head is cancelled between the call that reserved it and the one that starts it."""
+    counting = CountingScripts(redis)
+    store = TaskStore(counting, settings(glm_flash_max_workers=1))
+    q = Queue(store)
+    await q.admit(3)
+
+    async def cancel_the_reserved_head(reply: Any) -> None:
+        if isinstance(reply, list) and reply and reply[0] == "head" and reply[1] == q.id(0):
+            counting.after_script = None
+            await store.cancel(q.id(0), q.tasks[0][0].user_id, NOW + 1)
+
+    counting.after_script = cancel_the_reserved_head
+    result = await q.deliver(2)  # task 2's message: reserves task 0, which is cancelled
+    # The only slot came back and went to the next head; the cancelled task never ran.
+    assert started(result) == q.id(1)
+    pool = keys.model_pool("glm-4.5-flash", "free")
+    members = await redis.execute("ZRANGE", pool, 0, -1)
+    assert len(members) == 1 and f"|{q.id(1)}|" in members[0]
+    status = await redis.execute("HGET", keys.task(q.id(0)), "status")
+    assert status == "cancelled"

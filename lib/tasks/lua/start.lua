@@ -10,7 +10,12 @@
 --
 -- One call looks at one candidate task. When the ticket must look at another one (the
 -- head, or the task this message started before), the reply names it with its spec and
--- the worker calls again with that task's keys: every key passes through KEYS.
+-- the worker calls again with that task's keys: every key passes through KEYS. A head is
+-- reserved by the call that names it: it leaves the waiting order and its slot is taken
+-- under this ticket's lease member, which the next call (ARGV[9]) turns into the start.
+-- Deliveries arriving together each reserve a different head in one call instead of all
+-- racing for the same one (a herd in which each round started one task). A reservation
+-- whose worker died is an expired lease like any other: the task goes back to its place.
 --
 -- KEYS[1] the ticket's own task hash   task:{own}   (records which task this message started)
 -- KEYS[2] the candidate task hash      task:{candidate}   (may be KEYS[1])
@@ -20,7 +25,8 @@
 --
 -- ARGV[1] now (ms)   ARGV[2] lease length (ms)   ARGV[3] lease nonce   ARGV[4] message id
 -- ARGV[5] candidate task id   ARGV[6] queue id   ARGV[7] events ttl (s)
--- ARGV[8] shortest retry-after (s)
+-- ARGV[8] shortest retry-after (s)   ARGV[9] the lease member this ticket reserved the
+--   candidate under on its previous call ('' when it did not)
 -- then 4 values per pool, same order as KEYS[8..]: slot limit, model id, provider,
 --   output price per million tokens (for the row of a dead attempt)
 --
@@ -30,7 +36,8 @@
 --
 -- Returns one of:
 --   {"run", pool_index (1-based), attempt, restarted (0/1), lease member}   the candidate runs
---   {"head", task_id, spec}     start that task instead (call again with its keys)
+--   {"head", task_id, spec, member}   start that task instead: it is reserved under lease
+--                               `member` (call again with its keys and the member)
 --   {"follow", task_id, spec}   this message started that task before: look at it
 --   {"wait", retry_after_s, reason}   "busy" (a live attempt) or "slots" (no free slot)
 --   {"skip", reason}            nothing waits: the ticket is spent ("no_work")
@@ -46,7 +53,8 @@ local min_retry = tonumber(ARGV[8])
 local npools = #KEYS - 7
 local ran_field = 'ran:' .. msg_id
 
-local function pool_arg(i, k) return ARGV[8 + (i - 1) * 4 + k] end
+local reservation = ARGV[9]
+local function pool_arg(i, k) return ARGV[9 + (i - 1) * 4 + k] end
 
 -- Reclaim expired leases; this queue's tasks go back into the waiting order.
 for i = 1, npools do
@@ -119,16 +127,44 @@ if ran == cand and not takeover then
   redis.call('HDEL', KEYS[1], ran_field)
 end
 
--- 2. A free ticket starts the head of the waiting order.
-if not takeover then
-  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
-  if not head then return {'skip', 'no_work'} end
-  if head ~= cand then
-    if free_pool() == 0 then return bounce(retry_for_slots(), 'slots') end
-    local spec = redis.call('HGET', KEYS[4], head)
-    if spec then return {'head', head, spec} end
-    redis.call('ZREM', KEYS[3], head) -- no spec: the task has ended; drop the stale entry
-    return {'wait', min_retry, 'slots'}
+-- 2. A head this ticket reserved on its previous call starts on the slot it holds: a
+-- queued task, or one back in the waiting order after its lease expired (a restart). A
+-- reservation it can no longer use (cancelled meanwhile, or its own message took it
+-- over) is given back.
+local reserved = 0
+if reservation ~= '' then
+  for i = 1, npools do
+    if redis.call('ZSCORE', KEYS[7 + i], reservation) then
+      local usable = status == 'queued' and not takeover
+      if status == 'running' and not takeover then
+        local held = tonumber(t[3] or '0')
+        local expiry = nil
+        if held > 0 and held <= npools then expiry = redis.call('ZSCORE', KEYS[7 + held], t[2]) end
+        usable = not (expiry and tonumber(expiry) > now)
+        takeover = usable
+      end
+      if usable then
+        reserved = i
+      else
+        redis.call('ZREM', KEYS[7 + i], reservation)
+      end
+    end
+  end
+end
+
+-- 3. A free ticket starts the head of the waiting order.
+if not takeover and reserved == 0 then
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if not head[1] then return {'skip', 'no_work'} end
+  if head[1] ~= cand then
+    local pool = free_pool()
+    if pool == 0 then return bounce(retry_for_slots(), 'slots') end
+    local spec = redis.call('HGET', KEYS[4], head[1])
+    redis.call('ZREM', KEYS[3], head[1])
+    if not spec then return {'wait', min_retry, 'slots'} end -- no spec: the task has ended
+    local held = queue .. '|' .. head[2] .. '|' .. head[1] .. '|' .. ARGV[3]
+    redis.call('ZADD', KEYS[7 + pool], now + lease_ms, held)
+    return {'head', head[1], spec, held}
   end
   if status == 'running' then
     -- Back in the waiting order after its lease expired: a restart (any ticket may do it).
@@ -139,11 +175,14 @@ if not takeover then
   end
 end
 
--- 3. Take a slot and start the candidate.
-local chosen = free_pool()
-if chosen == 0 then return bounce(retry_for_slots(), 'slots') end
-local score = t[7] or '0'
-local member = queue .. '|' .. score .. '|' .. cand .. '|' .. ARGV[3]
+-- 4. Take a slot (or the one reserved) and start the candidate.
+local chosen = reserved
+local member = reservation
+if chosen == 0 then
+  chosen = free_pool()
+  if chosen == 0 then return bounce(retry_for_slots(), 'slots') end
+  member = queue .. '|' .. (t[7] or '0') .. '|' .. cand .. '|' .. ARGV[3]
+end
 redis.call('ZADD', KEYS[7 + chosen], now + lease_ms, member)
 local attempt = tonumber(t[4] or '0') + 1
 if takeover then

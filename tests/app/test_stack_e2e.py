@@ -22,6 +22,7 @@ from lib.app.demo_view import Texts
 from lib.app.stack import STACK_FILE, LocalStack, StackInfo, check_health
 from lib.i18n import Lang
 from lib.local.embedded import free_port
+from lib.routing import TEMPLATES
 from lib.settings import Settings
 from lib.templates.schemas import OUTPUT_MODELS
 from tests.support.paths import ROOT
@@ -224,14 +225,7 @@ def test_slotline_dev_prints_ready_and_exits_on_sigterm(pg_tmp: Path) -> None:
     assert not (pg_tmp / STACK_FILE).exists()
 
 
-STEPS = (
-    "resume_summary",
-    "detailed_resume_summary",
-    "job_summary",
-    "job_match",
-    "resume_customize",
-    "interview_prep",
-)
+STEPS = TEMPLATES  # a depth-c service with a detailed résumé runs every template, in order
 
 
 def run_demo(folder: Path, *args: str, timeout_s: float) -> str:
@@ -254,7 +248,7 @@ def run_demo(folder: Path, *args: str, timeout_s: float) -> str:
 
 def step_rows(out: str) -> dict[str, list[str]]:
     """The report's table: each step's cells (task, status, queue, model, …)."""
-    rows = {}
+    rows: dict[str, list[str]] = {}
     for line in out.splitlines():
         cells = line.split()
         if cells and cells[0] in STEPS and len(cells) >= 5 and not cells[1].startswith("+"):

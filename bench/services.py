@@ -53,22 +53,11 @@ from lib.app.demo import sse_events  # noqa: E402
 from lib.app.stack import LocalStack, StackInfo, check_health  # noqa: E402
 from lib.auth import issue_token  # noqa: E402
 from lib.local.example_files import detailed_resume, example  # noqa: E402
-from lib.settings import Settings, secret  # noqa: E402
+from lib.settings import secret  # noqa: E402
+from tests.support.stack import local_settings  # noqa: E402
 
 PY = sys.executable
 SUMMARIES = ("resume_summary", "detailed_resume_summary", "job_summary")
-# Nothing configured: every part comes from the local stack.
-UNSET = (
-    "redis_url",
-    "upstash_redis_rest_url",
-    "upstash_redis_rest_token",
-    "database_url",
-    "app_secret",
-    "deepseek_api_key",
-    "zhipuai_api_key",
-    "openai_compat_base_url",
-    "offline_model_url",
-)
 LIMITS = {
     "rate_user_limit": 100_000,
     "rate_trial_limit": 100_000,
@@ -144,8 +133,7 @@ def spread(values: Sequence[float]) -> str:
 
 
 def start_stack(folder: Path, **update: Any) -> tuple[LocalStack, StackInfo]:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    settings = settings.model_copy(update={**dict.fromkeys(UNSET), **LIMITS, **update})
+    settings = local_settings().model_copy(update={**LIMITS, **update})
     local = LocalStack(settings, state_dir=folder, persist=False, write_stack_file=False)
     info = local.start()
     try:

@@ -26,6 +26,7 @@ from lib.routing import TEMPLATES
 from lib.settings import Settings
 from lib.templates.schemas import OUTPUT_MODELS
 from tests.support.paths import ROOT
+from tests.support.stack import local_settings
 
 EXAMPLES = ROOT / "examples"
 READY = re.compile(r"^ready app=(http://127\.0\.0\.1:\d+) qstash=(http://127\.0\.0\.1:\d+)$")
@@ -37,23 +38,6 @@ def _clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.upper() not in names}
     env.update(extra)
     return env
-
-
-def local_settings() -> Settings:
-    """Settings with nothing configured: every part comes from the local stack."""
-    unset = (
-        "redis_url",
-        "upstash_redis_rest_url",
-        "upstash_redis_rest_token",
-        "database_url",
-        "app_secret",
-        "deepseek_api_key",
-        "zhipuai_api_key",
-        "openai_compat_base_url",
-        "offline_model_url",
-    )
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    return settings.model_copy(update=dict.fromkeys(unset))
 
 
 @pytest.fixture(scope="module", params=["tcp", "rest"])

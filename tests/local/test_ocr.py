@@ -20,9 +20,9 @@ from lib.local.offline.model import OfflineModel, complete, start_offline_model
 from lib.local.offline.ocr import BadImage, OcrReader, image_bytes, lines_of
 from lib.templates.prompts import render
 from lib.templates.schemas import JobSummary
-from tests.app.test_stack_e2e import local_settings
 from tests.support.llm_samples import PNG, data_url
 from tests.support.paths import EXAMPLES
+from tests.support.stack import local_settings
 
 # OCR is seconds of CPU per image; on a loaded 2-core machine allow for several times that.
 pytestmark = pytest.mark.timeout(240)

@@ -16,9 +16,9 @@ from lib.app.stack import LocalStack, StackInfo, check_health
 from lib.auth import issue_token
 from lib.redis.tcp import TcpRedis
 from lib.settings import secret
-from tests.app.test_stack_e2e import local_settings
 from tests.support.asset_files import assert_chinese_only
 from tests.support.paths import EXAMPLES
+from tests.support.stack import local_settings
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -22,7 +22,7 @@ from lib.app.stack import LocalStack, StackInfo, check_health
 from lib.auth import issue_token
 from lib.i18n import LANGS, catalog
 from lib.settings import secret
-from tests.app.test_stack_e2e import local_settings
+from tests.support.stack import local_settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps dialing Google's hosts, which

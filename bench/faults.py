@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fault_figures import Observed, event_ms, figures, problems, retry_delays  # noqa: E402
+from lib.clock import now_ms  # noqa: E402
 from lib.settings import Settings  # noqa: E402
 from tests.faults.client import (  # noqa: E402
     Api,
@@ -64,10 +65,6 @@ LEASE_MS = int(Settings.model_fields["lease_ms"].default)
 SCENARIOS = ("app-kill", "redis-outage", "dev-kill")
 # Limits that must not bind: the figures are about faults, not admission.
 OPEN_LIMITS = {"QUEUE_MAX_PENDING": "100000", "RATE_USER_LIMIT": "100000"}
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass

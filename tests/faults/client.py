@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import httpx
 
 from lib import keys
+from lib.clock import now_ms
 from lib.settings import DEV_QSTASH_TOKEN
 
 TERMINAL = frozenset({"done", "failed", "cancelled"})
@@ -237,13 +238,13 @@ async def leftovers(redis_url: str) -> dict[str, Any]:
     try:
         leases: dict[str, int] = {}
         stale: dict[str, int] = {}
-        now_ms = int(time.time() * 1000)
+        now = now_ms()
         async for key in client.scan_iter(match=keys.model_pool("*", "*")):
             # Live leases only: an expired one holds no slot (every start purges them first).
-            count = int(await client.zcount(key, f"({now_ms}", "+inf"))
+            count = int(await client.zcount(key, f"({now}", "+inf"))
             if count:
                 leases[key] = count
-            expired = int(await client.zcount(key, "-inf", now_ms))
+            expired = int(await client.zcount(key, "-inf", now))
             if expired:
                 stale[key] = expired
         pending: dict[str, str] = {}

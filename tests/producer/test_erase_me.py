@@ -3,7 +3,6 @@ owns goes, another user's stays, a running task refuses the erase, and it can be
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from lib import keys
 from lib.assets.store import AssetStore
 from lib.assets.summary_cache import CacheKey, SummaryCache
+from lib.clock import now_ms
 from lib.redis.port import RedisPort, pairs_to_dict
 from lib.services.store import ServiceStore
 from lib.tasks.message import TaskMessage
@@ -56,7 +56,7 @@ def _message(app: Any, task_id: str) -> TaskMessage:
 
 
 async def _start(store: TaskStore, msg: TaskMessage) -> Run:
-    started = await store.start(msg, message_id=f"m-{msg.task_id}", now_ms=int(time.time() * 1000))
+    started = await store.start(msg, message_id=f"m-{msg.task_id}", now_ms=now_ms())
     assert isinstance(started, Run) and started.task.task_id == msg.task_id, started
     return started
 
@@ -75,7 +75,7 @@ async def _finish(store: TaskStore, msg: TaskMessage, run: Run, user: str) -> No
     )
     outcome = Outcome("done", result={"ok": True}, usage_rows=[row])
     ended = await store.finish(
-        run.task, run, outcome, int(time.time() * 1000), ticket=msg, message_id=f"m-{msg.task_id}"
+        run.task, run, outcome, now_ms(), ticket=msg, message_id=f"m-{msg.task_id}"
     )
     assert ended == "finished"
 

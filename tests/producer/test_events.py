@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from lib import events, keys
+from lib.clock import now_ms
 from lib.redis.port import RedisPort
 from lib.settings import Settings
 from tests.support.events import append_event
@@ -345,9 +346,7 @@ async def test_a_queued_reader_sees_its_position_move_up(tmp_path: Path, redis: 
 
         async def start_ahead() -> None:
             await asyncio.sleep(0.5)
-            run = await TaskStore(redis, settings).start(
-                msg, message_id="m", now_ms=int(time.time() * 1000)
-            )
+            run = await TaskStore(redis, settings).start(msg, message_id="m", now_ms=now_ms())
             assert isinstance(run, Run) and run.task.task_id == ahead
 
         starter = asyncio.create_task(start_ahead())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 
 from lib import keys
+from lib.clock import now_ms
 from lib.redis.port import RedisPort
 from lib.tasks.message import TaskMessage
 from lib.tasks.schedule import Outcome, Run
@@ -50,10 +50,10 @@ async def test_a_failed_task_does_not_block_its_retry(tmp_path: Path, redis: Red
     async with signed_in_client(app, user="alice") as client:
         first = (await client.post("/api/tasks", json=JOB_MATCH)).json()
         msg = published(publisher, first["task_id"])
-        run = await store.start(msg, message_id="m1", now_ms=int(time.time() * 1000))
+        run = await store.start(msg, message_id="m1", now_ms=now_ms())
         assert isinstance(run, Run)
         failed = Outcome("failed", error_code="llm_error", error_message="down")
-        assert await store.finish(msg, run, failed, int(time.time() * 1000)) == "finished"
+        assert await store.finish(msg, run, failed, now_ms()) == "finished"
         retry = (await client.post("/api/tasks", json=JOB_MATCH)).json()
         assert retry["existing"] is False and retry["task_id"] != first["task_id"]
         # A cancelled one releases the request too.
@@ -78,7 +78,7 @@ async def test_existing_task_that_started_agrees_with_its_status(
     async with signed_in_client(app, user="bob") as client:
         first = (await client.post("/api/tasks", json=SUMMARY)).json()
         msg = published(publisher, first["task_id"])
-        await TaskStore(redis, settings).start(msg, message_id="m", now_ms=int(time.time() * 1000))
+        await TaskStore(redis, settings).start(msg, message_id="m", now_ms=now_ms())
         again = (await client.post("/api/tasks", json=SUMMARY)).json()
         status = (await client.get(first["status_url"])).json()
     assert again["existing"] is True

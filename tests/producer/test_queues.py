@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import pytest
 
 from lib import keys
+from lib.clock import now_ms
 from lib.redis.port import RedisPort
 from lib.routing import QUEUES, all_pools
 from lib.tasks.monitor import wait_stats
@@ -34,13 +34,13 @@ def app(tmp_path: Path, redis: RedisPort) -> Any:
 
 async def test_queues_snapshot(app: Any, redis: RedisPort) -> None:
     """Waiting, in flight and limit per queue; live leases per pool; recent wait p50/max."""
-    now_ms = int(time.time() * 1000)
+    now = now_ms()
     async with client_for(app) as client:
         assert (await client.post("/api/tasks", json=JOB_MATCH)).status_code == 202
         # One more task already started on the same queue: counted, no longer waiting.
         await redis.execute("INCR", keys.queue_pending("q_glm_flash"))
         pool = keys.model_pool("glm-4.5-flash", "free")
-        await redis.execute("ZADD", pool, now_ms + 30_000, "live", now_ms - 1, "expired")
+        await redis.execute("ZADD", pool, now + 30_000, "live", now - 1, "expired")
         await redis.execute("LPUSH", keys.queue_waits("q_glm_flash"), 30, 10, 20, 400)
         resp = await client.get("/api/queues")
     assert resp.status_code == 200

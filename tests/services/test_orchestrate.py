@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 
 from lib import keys
 from lib.assets.store import AssetStore, NewAsset
+from lib.clock import now_ms
 from lib.db.pg import Postgres
 from lib.errors import PublishFailed
 from lib.redis.port import RedisPort, pairs_to_dict
@@ -74,11 +74,11 @@ async def made(pg: Postgres, user: str) -> CreateRequest:
 async def finish_task(redis: RedisPort, s: Settings, msg: TaskMessage, status: str) -> None:
     """A worker runs the task to its end (no model: the result is canned)."""
     store = TaskStore(redis, s)
-    run = await store.start(msg, message_id=f"m-{msg.task_id}", now_ms=int(time.time() * 1000))
+    run = await store.start(msg, message_id=f"m-{msg.task_id}", now_ms=now_ms())
     assert isinstance(run, Run) and run.task.task_id == msg.task_id, run
     result = _canned(msg.template) if status == "done" else None
     outcome = Outcome(status, result=result, error_code="llm_error" if status != "done" else "")  # type: ignore[arg-type]
-    await store.finish(msg, run, outcome, int(time.time() * 1000))
+    await store.finish(msg, run, outcome, now_ms())
 
 
 def _canned(template: str) -> dict[str, Any]:
@@ -148,7 +148,7 @@ async def test_the_next_steps_start_once_under_duplicates_and_a_crash(
     assert await orchestrator.live.is_due(created.service_id)  # left for the repair
     # Duplicate deliveries and the owner's read all try to carry it out, at once.
     await asyncio.gather(
-        orchestrator.repair(older_than_ms=int(time.time() * 1000) + 1),
+        orchestrator.repair(older_than_ms=now_ms() + 1),
         orchestrator.carry_out(created.service_id),
         orchestrator.carry_out(created.service_id),
     )

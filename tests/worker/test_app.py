@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from lib import keys
+from lib.clock import now_ms
 from lib.errors import LLMError
 from lib.local.qstash.signing import sign
 from lib.qstash.verify import Verifier
@@ -111,7 +112,7 @@ async def admit(redis: RedisPort, settings: Settings, user: str = "u1") -> TaskM
         idem_digest=uuid.uuid4().hex,
         paid=route("job_match", "paid"),
         free=route("job_match", "free"),
-        now_ms=int(time.time() * 1000),
+        now_ms=now_ms(),
     )
     got = await TaskStore(redis, settings).admit(a)
     return TaskMessage.build(a.spec(), got.route)
@@ -344,7 +345,7 @@ async def test_no_free_slot_answers_429_with_retry_after(redis: RedisPort, clien
     runner = ScriptedRunner(["x"])
     client = client_for(runner, settings)
     member = "q_glm_flash|0|other|n"
-    expiry = int(time.time() * 1000) + 12_000
+    expiry = now_ms() + 12_000
     await redis.execute("ZADD", keys.model_pool("glm-4.5-flash", "free"), expiry, member)
     msg = await admit(redis, settings)
     path, body, headers = signed(msg)
@@ -425,9 +426,7 @@ async def test_failure_callback_never_fails_a_live_attempt(
     settings = make_settings(ticket_reissues=0)
     client = client_for(ScriptedRunner([]), settings)
     msg = await admit(redis, settings)
-    started = await TaskStore(redis, settings).start(
-        msg, message_id="msg_1", now_ms=int(time.time() * 1000)
-    )
+    started = await TaskStore(redis, settings).start(msg, message_id="msg_1", now_ms=now_ms())
     assert isinstance(started, Run)
     payload, headers = failure_callback(msg)
     response = await client.post("/api/worker/failed", content=payload, headers=headers)
@@ -476,7 +475,7 @@ async def test_lost_lease_stops_the_attempt(redis: RedisPort, client_for: Any) -
     # The lease expired (e.g. a long stall) and a redelivery took the task over.
     await redis.execute("DEL", keys.model_pool("glm-4.5-flash", "free"))
     store = TaskStore(redis, settings)
-    takeover = await store.start(msg, message_id="msg_1", now_ms=int(time.time() * 1000))
+    takeover = await store.start(msg, message_id="msg_1", now_ms=now_ms())
     assert isinstance(takeover, Run) and takeover.restarted
     response = await asyncio.wait_for(request, 5)
     # The message is still a ticket its queue may need: it asks to come back.

@@ -7,7 +7,6 @@ loopback, whose first model of the paid route refuses or fails every call.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from lib import keys
+from lib.clock import now_ms
 from lib.local.qstash.signing import sign
 from lib.local.serve import ServerThread
 from lib.qstash.verify import Verifier
@@ -109,7 +109,7 @@ async def admit_paid(redis: RedisPort, settings: Settings, template: Template) -
         idem_digest=uuid.uuid4().hex,
         paid=route(template, "paid"),
         free=route(template, "free"),
-        now_ms=int(time.time() * 1000),
+        now_ms=now_ms(),
         variables=variables(template),
     )
     got = await TaskStore(redis, settings).admit(a)
@@ -209,7 +209,7 @@ async def test_switch_is_fenced_and_idempotent(redis: RedisPort, settings: Setti
     same switch written twice (a lost reply) is one event."""
     msg = await admit_paid(redis, settings, "job_summary")
     store = TaskStore(redis, settings)
-    run = await store.start(msg, message_id="m1", now_ms=int(time.time() * 1000))
+    run = await store.start(msg, message_id="m1", now_ms=now_ms())
     assert isinstance(run, Run)
     events_key = keys.events(msg.user_id, msg.service_id, msg.task_id)
     task_key = keys.task(msg.task_id)
@@ -232,7 +232,7 @@ async def test_switch_is_fenced_and_idempotent(redis: RedisPort, settings: Setti
     fields = pairs_to_dict(await redis.execute("HGETALL", task_key))
     assert (fields["model"], fields["provider"], fields["out_price"]) == ("glm-4.5", "zhipu", "2")
     assert [kind for kind, _ in await events(redis, msg)].count("started") == 2
-    await store.finish(run.task, run, Outcome("done", result={"ok": 1}), int(time.time() * 1000))
+    await store.finish(run.task, run, Outcome("done", result={"ok": 1}), now_ms())
 
 
 async def test_a_dead_attempt_after_a_fallback_is_logged_on_the_fallback_model(
@@ -242,7 +242,7 @@ async def test_a_dead_attempt_after_a_fallback_is_logged_on_the_fallback_model(
     fallback model and its provider, counts every delta streamed, priced as that model."""
     msg = await admit_paid(redis, settings, "job_match")
     store = TaskStore(redis, settings)
-    now = int(time.time() * 1000)
+    now = now_ms()
     run = await store.start(msg, message_id="m1", now_ms=now)
     assert isinstance(run, Run)
     attempt = Attempt(

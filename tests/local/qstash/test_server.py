@@ -15,6 +15,7 @@ from qstash import AsyncQStash, QStash
 from qstash.errors import QStashError
 from qstash.message import PublishResponse
 
+from lib.clock import now_ms
 from lib.local.qstash import LocalQStashHandle, start_local_qstash
 from lib.local.qstash.store import LqsKeys
 from lib.qstash.verify import Verifier
@@ -469,7 +470,7 @@ async def test_restart_redelivers_what_a_killed_server_left_in_flight(
     store = QStashStore(tcp_redis)
     receiver = Receiver(Verifier(DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY)).start()
     try:
-        now = int(time.time() * 1000)
+        now = now_ms()
         pooled = [
             Message(
                 id=new_message_id(),

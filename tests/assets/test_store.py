@@ -214,6 +214,16 @@ async def _assets(store: AssetStore, user: str) -> tuple[str, str, str]:
     return r.id, j.id, d.id
 
 
+async def _depth_a_service(assets: AssetStore, services: ServiceStore, user: str) -> str:
+    """A new depth-a service of `user` on a résumé and a job of theirs: its id."""
+    r, j, _ = await _assets(assets, user)
+    made = await services.create(
+        owner(user), resume_id=r, job_id=j, detailed_resume_id=None, depth="a", lang="en"
+    )
+    assert made.service is not None
+    return made.service.id
+
+
 async def test_services_are_idempotent_and_owner_only(pg: Postgres) -> None:
     """The same idempotency key returns the same service; others' assets and reads are NotFound."""
     assets, services = AssetStore(pg), ServiceStore(pg)
@@ -284,12 +294,7 @@ async def test_status_moves_forward_and_a_terminal_status_is_set_once(pg: Postgr
     """created → running → error once; no way back, no second terminal status."""
     assets, services = AssetStore(pg), ServiceStore(pg)
     user = new_user()
-    r, j, _ = await _assets(assets, user)
-    made = await services.create(
-        owner(user), resume_id=r, job_id=j, detailed_resume_id=None, depth="a", lang="en"
-    )
-    assert made.service is not None
-    sid = made.service.id
+    sid = await _depth_a_service(assets, services, user)
     assert await services.set_status(sid, "running")
     assert not await services.set_status(sid, "running")
     outcomes = await asyncio.gather(
@@ -306,12 +311,7 @@ async def test_a_step_is_claimed_once_and_ended_once(pg: Postgres) -> None:
     """Concurrent claims: one wins; the task and result are recorded; a second result is ignored."""
     assets, services = AssetStore(pg), ServiceStore(pg)
     user = new_user()
-    r, j, _ = await _assets(assets, user)
-    made = await services.create(
-        owner(user), resume_id=r, job_id=j, detailed_resume_id=None, depth="a", lang="en"
-    )
-    assert made.service is not None
-    sid = made.service.id
+    sid = await _depth_a_service(assets, services, user)
     claims = await asyncio.gather(*(services.claim_step(sid, "job_match") for _ in range(6)))
     assert claims.count(True) == 1
     task = new_user("task")

@@ -63,14 +63,8 @@ class Reader {
       const item = this.value();
       if (item.value !== undefined) out[key.value] = item.value;
       if (!item.complete) return { value: out, complete: false, broken: item.broken };
-      this.skipSpace();
-      if (this.ended) return { value: out, complete: false };
-      const next = this.text[this.at];
-      if (next === ",") {
-        this.at += 1;
-      } else if (next !== "}") {
-        return { value: out, complete: false, broken: true };
-      }
+      const stop = this.afterItem(out, "}");
+      if (stop) return stop;
     }
   }
 
@@ -87,15 +81,22 @@ class Reader {
       const item = this.value();
       if (item.value !== undefined) out.push(item.value);
       if (!item.complete) return { value: out, complete: false, broken: item.broken };
-      this.skipSpace();
-      if (this.ended) return { value: out, complete: false };
-      const next = this.text[this.at];
-      if (next === ",") {
-        this.at += 1;
-      } else if (next !== "]") {
-        return { value: out, complete: false, broken: true };
-      }
+      const stop = this.afterItem(out, "]");
+      if (stop) return stop;
     }
+  }
+
+  // After an object's or array's item: a comma goes on to the next one and `close` is left
+  // for the loop to see (null: carry on); the end of the text or anything else stops it.
+  afterItem(out, close) {
+    this.skipSpace();
+    if (this.ended) return { value: out, complete: false };
+    const next = this.text[this.at];
+    if (next === ",") {
+      this.at += 1;
+      return null;
+    }
+    return next === close ? null : { value: out, complete: false, broken: true };
   }
 
   string() {

@@ -218,17 +218,13 @@ async def redis_outage(
             tasks = await api.submit_many([f"outage-{i}" for i in range(tasks_n)])
             await all_running(api, tasks, timeout_s=60)
             await asyncio.sleep(args.outage_after_s)  # past the first token of each
+            stack.kill("valkey", signal.SIGKILL if mode == "kill" else signal.SIGSTOP)
+            at.fault_ms = now_ms()
+            await asyncio.sleep(args.outage_s)
+            at.back_ms = now_ms()
             if mode == "kill":
-                stack.kill("valkey", signal.SIGKILL)
-                at.fault_ms = now_ms()
-                await asyncio.sleep(args.outage_s)
-                at.back_ms = now_ms()
                 stack.restart("valkey")
             else:
-                stack.kill("valkey", signal.SIGSTOP)
-                at.fault_ms = now_ms()
-                await asyncio.sleep(args.outage_s)
-                at.back_ms = now_ms()
                 stack.kill("valkey", signal.SIGCONT)
             at.ready_ms = now_ms()
             seen = await conclude(
